@@ -1,0 +1,1 @@
+//! Flocker volume driver for Docker.
