@@ -1,0 +1,124 @@
+//! The driver's errors: the text Docker users read in `docker run` / `docker volume` output.
+//!
+//! Every variant names the volume and says what to do; the protocol layer sends `to_string()` as `Err`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::flocker::{self, DatasetId};
+use crate::mount;
+
+/// A failed volume call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The name is empty or too long.
+    #[error("invalid volume name: {reason}")]
+    InvalidName {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `-o` option was refused.
+    #[error("volume {name}: option {key}={value:?} refused: {reason}")]
+    InvalidOption {
+        /// The volume.
+        name: String,
+        /// The option.
+        key: String,
+        /// Its value.
+        value: String,
+        /// Why, and what is accepted.
+        reason: String,
+    },
+    /// No live dataset has this name. The first sentence is the original plugin's (flocker-upstream.md §9).
+    #[error("Could not find volume with given name. No Flocker dataset is named {name:?}; create it with `docker volume create -d flocker {name}`")]
+    NotFound {
+        /// The volume.
+        name: String,
+    },
+    /// The node's Flocker UUID is not known yet (SPEC §4).
+    #[error(
+        "volume {name}: this node's Flocker identity is not known yet ({waiting}); retry shortly"
+    )]
+    NodeUnknown {
+        /// The volume.
+        name: String,
+        /// What the identity lookup is waiting for.
+        waiting: String,
+    },
+    /// Leased by another node, or mounted by containers.
+    #[error("volume {name} is in use {place}; stop the containers using it there first")]
+    InUse {
+        /// The volume.
+        name: String,
+        /// Where, e.g. "on node <uuid> (it holds the lease on dataset <id>)".
+        place: String,
+    },
+    /// Path was asked for a volume this plugin has not mounted.
+    #[error("volume {name} is not mounted on this node")]
+    NotMountedHere {
+        /// The volume.
+        name: String,
+    },
+    /// The dataset did not arrive in time. The first sentence is the original plugin's.
+    #[error("Timed out waiting for dataset to mount. Volume {name} (dataset {dataset}) was not on this node after {}s ({detail}); the move goes on, so retrying joins it", waited.as_secs())]
+    Timeout {
+        /// The volume.
+        name: String,
+        /// Its dataset.
+        dataset: DatasetId,
+        /// How long this call waited.
+        waited: Duration,
+        /// The last thing seen.
+        detail: String,
+    },
+    /// The agent's mount is not visible inside the plugin: binding it would hand Docker an empty directory.
+    #[error("volume {name}: the dataset agent reports dataset {dataset} mounted at {agent_path}, but {seen} is not a mount point as the plugin sees it. Mount propagation is broken: make the agent's mount root a shared mount on the host (mount --bind /flocker /flocker && mount --make-shared /flocker), then disable and enable the plugin")]
+    NotAMountPoint {
+        /// The volume.
+        name: String,
+        /// Its dataset.
+        dataset: DatasetId,
+        /// The state path the control service reported.
+        agent_path: PathBuf,
+        /// Where the plugin looked.
+        seen: PathBuf,
+    },
+    /// The state path lies outside `AGENT_MOUNT_ROOT`.
+    #[error("volume {name}: the dataset agent reports dataset {dataset} at {agent_path}, outside AGENT_MOUNT_ROOT={root}; set AGENT_MOUNT_ROOT to the agent's mount root")]
+    OutsideAgentRoot {
+        /// The volume.
+        name: String,
+        /// Its dataset.
+        dataset: DatasetId,
+        /// The state path reported.
+        agent_path: PathBuf,
+        /// The configured root.
+        root: PathBuf,
+    },
+    /// The control service refused or failed a call.
+    #[error("volume {name}: {source}")]
+    ControlService {
+        /// The volume, or "*" for List.
+        name: String,
+        /// The failure.
+        source: flocker::Error,
+    },
+    /// A local mount operation failed.
+    #[error("volume {name}: {source}")]
+    Mount {
+        /// The volume.
+        name: String,
+        /// The failure.
+        source: mount::Error,
+    },
+    /// The state file could not be written.
+    #[error("volume {name}: cannot save the plugin state in {path}: {reason}; check STATE_DIR")]
+    State {
+        /// The volume.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,259 @@
+//! `flocker::Client`: one method per REST call the plugin makes, over a keep-alive connection pool.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use tracing::debug;
+use uuid::Uuid;
+
+use super::types::{
+    Configuration, DatasetConfig, DatasetId, DatasetState, Lease, NewDataset, NodeId, NodeInfo,
+};
+use super::{tls, Error, Result};
+
+/// Per-request limit: far below Docker's one-minute call deadline, so a hung control service is reported.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TAG_HEADER: &str = "X-Configuration-Tag";
+const IF_MATCHES_HEADER: &str = "X-If-Configuration-Matches";
+
+/// A control-service client; cheap to clone (the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Client {
+    /// A client for `base` (without `/v1`), authenticating with the certificates in `certs_dir`.
+    pub fn new(base: &Url, certs_dir: &Path) -> Result<Client> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy();
+        if base.scheme() == "https" {
+            builder = builder.tls_backend_preconfigured(tls::client_config(certs_dir)?);
+        }
+        let http = builder.build().map_err(|e| Error::Credentials {
+            what: "the TLS configuration",
+            path: certs_dir.into(),
+            reason: super::error::chain(&e),
+        })?;
+        Ok(Client {
+            http,
+            base: base.clone(),
+        })
+    }
+
+    /// The base URL, for messages.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `GET /v1/configuration/datasets`, with the configuration tag.
+    pub async fn configuration(&self) -> Result<Configuration> {
+        let (datasets, tag) = self
+            .call_with_tag(Method::GET, "/v1/configuration/datasets")
+            .await?;
+        Ok(Configuration { tag, datasets })
+    }
+
+    /// `POST /v1/configuration/datasets`, conditional on `if_matches` when given.
+    pub async fn create_dataset(
+        &self,
+        dataset: &NewDataset,
+        if_matches: Option<&str>,
+    ) -> Result<DatasetConfig> {
+        self.call(
+            Method::POST,
+            "/v1/configuration/datasets",
+            Some(dataset),
+            if_matches,
+        )
+        .await
+    }
+
+    /// `POST /v1/configuration/datasets/<id>` `{"primary": to}`: asks the cluster to move it.
+    pub async fn move_dataset(&self, id: DatasetId, to: NodeId) -> Result<DatasetConfig> {
+        let path = format!("/v1/configuration/datasets/{id}");
+        self.call(Method::POST, &path, Some(&json!({ "primary": to })), None)
+            .await
+    }
+
+    /// `DELETE /v1/configuration/datasets/<id>`, conditional on `if_matches` when given.
+    pub async fn delete_dataset(
+        &self,
+        id: DatasetId,
+        if_matches: Option<&str>,
+    ) -> Result<DatasetConfig> {
+        let path = format!("/v1/configuration/datasets/{id}");
+        self.call(Method::DELETE, &path, None::<&()>, if_matches)
+            .await
+    }
+
+    /// `GET /v1/state/datasets`.
+    pub async fn state(&self) -> Result<Vec<DatasetState>> {
+        self.call(Method::GET, "/v1/state/datasets", None::<&()>, None)
+            .await
+    }
+
+    /// `GET /v1/configuration/leases`.
+    pub async fn leases(&self) -> Result<Vec<Lease>> {
+        self.call(Method::GET, "/v1/configuration/leases", None::<&()>, None)
+            .await
+    }
+
+    /// `POST /v1/configuration/leases` with no expiry; renews a lease this node already holds.
+    pub async fn acquire_lease(&self, id: DatasetId, node: NodeId) -> Result<Lease> {
+        let body = json!({ "dataset_id": id, "node_uuid": node, "expires": null });
+        self.call(Method::POST, "/v1/configuration/leases", Some(&body), None)
+            .await
+    }
+
+    /// `DELETE /v1/configuration/leases/<id>`.
+    pub async fn release_lease(&self, id: DatasetId) -> Result<Lease> {
+        let path = format!("/v1/configuration/leases/{id}");
+        self.call(Method::DELETE, &path, None::<&()>, None).await
+    }
+
+    /// `GET /v1/state/nodes/by_era/<era>`; `NotFound` until the local agent has registered.
+    pub async fn node_by_era(&self, era: Uuid) -> Result<NodeId> {
+        #[derive(serde::Deserialize)]
+        struct Node {
+            uuid: NodeId,
+        }
+        let path = format!("/v1/state/nodes/by_era/{era}");
+        let node: Node = self.call(Method::GET, &path, None::<&()>, None).await?;
+        Ok(node.uuid)
+    }
+
+    /// `GET /v1/state/nodes`.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.call(Method::GET, "/v1/state/nodes", None::<&()>, None)
+            .await
+    }
+
+    /// `GET /v1/version`: a cheap reachability check.
+    pub async fn version(&self) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Version {
+            flocker: String,
+        }
+        let v: Version = self
+            .call(Method::GET, "/v1/version", None::<&()>, None)
+            .await?;
+        Ok(v.flocker)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        if_matches: Option<&str>,
+    ) -> Result<T> {
+        let (value, _) = self.send(method, path, body, if_matches).await?;
+        Ok(value)
+    }
+
+    async fn call_with_tag<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<(T, Option<String>)> {
+        self.send(method, path, None::<&()>, None).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        if_matches: Option<&str>,
+    ) -> Result<(T, Option<String>)> {
+        let mut url = self.base.clone();
+        let base_path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base_path}{path}"));
+        let url_text = url.to_string();
+        let started = Instant::now();
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(tag) = if_matches {
+            request = request.header(IF_MATCHES_HEADER, tag);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::transport(&url_text, e))?;
+        let status = response.status();
+        let tag = response
+            .headers()
+            .get(TAG_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::transport(&url_text, e))?;
+        debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "control service");
+        if !status.is_success() {
+            return Err(status_error(method_name(&method), url_text, status, &bytes));
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            url: url_text,
+            reason: e.to_string(),
+        })?;
+        Ok((value, tag))
+    }
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        _ => "request",
+    }
+}
+
+/// Maps a non-2xx answer to a typed error carrying the server's `description`.
+fn status_error(method: &'static str, url: String, status: StatusCode, body: &[u8]) -> Error {
+    let description = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("description")
+                .and_then(|d| d.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
+    match status {
+        StatusCode::NOT_FOUND => Error::NotFound {
+            method,
+            url,
+            description,
+        },
+        StatusCode::CONFLICT => Error::Conflict {
+            method,
+            url,
+            description,
+        },
+        StatusCode::PRECONDITION_FAILED => Error::ConfigurationChanged {
+            method,
+            url,
+            description,
+        },
+        _ => Error::Status {
+            method,
+            url,
+            status: status.as_u16(),
+            description,
+        },
+    }
+}

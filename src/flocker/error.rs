@@ -1,0 +1,137 @@
+//! Control-service errors: one variant per way a call can fail, each carrying the URL and the cause.
+//!
+//! 404, 409 and 412 are variants of their own because callers branch on them (STYLE.md 8.4).
+
+use std::error::Error as StdError;
+use std::path::PathBuf;
+
+/// A failed control-service call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Client credentials could not be loaded.
+    #[error("cannot load {what} from {path}: {reason}; check CERTS_DIR (it needs cluster.crt, plugin.crt and plugin.key)")]
+    Credentials {
+        /// Which file it was meant to be.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// TCP connection failed, timed out or broke.
+    #[error("the Flocker control service at {url} is unreachable: {reason}")]
+    Unreachable {
+        /// The request URL.
+        url: String,
+        /// The cause chain.
+        reason: String,
+    },
+    /// The TLS handshake failed (wrong CA, expired or rejected certificate, name mismatch).
+    #[error("TLS with the Flocker control service at {url} failed: {reason}; check that CERTS_DIR holds this cluster's cluster.crt and a valid plugin.crt/plugin.key")]
+    Tls {
+        /// The request URL.
+        url: String,
+        /// The cause chain.
+        reason: String,
+    },
+    /// 404.
+    #[error("{method} {url}: not found ({description})")]
+    NotFound {
+        /// HTTP method.
+        method: &'static str,
+        /// The request URL.
+        url: String,
+        /// The server's `description`.
+        description: String,
+    },
+    /// 409: the dataset id or the lease is taken.
+    #[error("{method} {url}: conflict ({description})")]
+    Conflict {
+        /// HTTP method.
+        method: &'static str,
+        /// The request URL.
+        url: String,
+        /// The server's `description`.
+        description: String,
+    },
+    /// 412: the configuration changed since the tag was read.
+    #[error("{method} {url}: the configuration changed meanwhile ({description})")]
+    ConfigurationChanged {
+        /// HTTP method.
+        method: &'static str,
+        /// The request URL.
+        url: String,
+        /// The server's `description`.
+        description: String,
+    },
+    /// Any other unexpected status.
+    #[error("{method} {url}: HTTP {status} ({description})")]
+    Status {
+        /// HTTP method.
+        method: &'static str,
+        /// The request URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The server's `description`, or the raw body.
+        description: String,
+    },
+    /// A 2xx answer whose body is not what the API reference says.
+    #[error("{url}: unexpected answer from the control service: {reason}")]
+    Decode {
+        /// The request URL.
+        url: String,
+        /// What did not parse.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Classifies a transport error from reqwest, telling TLS failures from plain unreachability.
+    pub(crate) fn transport(url: &str, err: reqwest::Error) -> Error {
+        let reason = chain(&err);
+        let is_tls = {
+            let mut source: Option<&(dyn StdError + 'static)> = Some(&err);
+            let mut found = false;
+            while let Some(e) = source {
+                if e.downcast_ref::<rustls::Error>().is_some() {
+                    found = true;
+                    break;
+                }
+                source = e.source();
+            }
+            found
+        };
+        if is_tls {
+            Error::Tls {
+                url: url.into(),
+                reason,
+            }
+        } else {
+            Error::Unreachable {
+                url: url.into(),
+                reason,
+            }
+        }
+    }
+
+    /// True when the control service could not be talked to at all (so cached answers are better than none).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Tls { .. })
+            || matches!(self, Error::Status { status, .. } if *status >= 500)
+    }
+}
+
+/// Joins an error and its sources with ": ", skipping repeats (hyper and reqwest repeat themselves).
+pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,192 @@
+//! Bind mounts and mount-table queries (SPEC §5), with nix; no knowledge of volumes or Flocker.
+//!
+//! "Is this a mount point?" is answered from `/proc/self/mountinfo`, the table of the namespace the
+//! plugin runs in, because a managed plugin's view differs from the host's (reference/managed-plugin-check.md).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+/// A failed mount operation, with the paths involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `mount --bind` failed.
+    #[error("cannot bind-mount {source_path} on {target}: {errno}")]
+    Bind {
+        /// What was to be mounted.
+        source_path: PathBuf,
+        /// Where.
+        target: PathBuf,
+        /// Why.
+        errno: Errno,
+    },
+    /// `umount` failed.
+    #[error("cannot unmount {target}: {errno}")]
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// Why.
+        errno: Errno,
+    },
+    /// The directory to mount on could not be made.
+    #[error("cannot create mount point {path}: {source}")]
+    CreateTarget {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The mount table could not be read.
+    #[error("cannot read /proc/self/mountinfo: {0}")]
+    MountInfo(io::Error),
+}
+
+/// Mount points in this process's mount namespace, in table order (a path may repeat when stacked).
+pub fn mount_points() -> Result<Vec<PathBuf>, Error> {
+    let table = fs::read_to_string("/proc/self/mountinfo").map_err(Error::MountInfo)?;
+    Ok(parse_mountinfo(&table))
+}
+
+/// Field 5 of each mountinfo line, with the kernel's octal escapes (`\040` for space) undone.
+fn parse_mountinfo(table: &str) -> Vec<PathBuf> {
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape(field)))
+        .collect()
+}
+
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The path with symlinks resolved, so it compares equal to mountinfo's; unchanged if it does not exist.
+fn resolved(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether `path` is itself a mount point in this namespace.
+pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
+    let path = resolved(path);
+    Ok(mount_points()?.contains(&path))
+}
+
+/// Mount points directly below `dir` (one level), e.g. the volumes bound under the propagated mount.
+pub fn mounts_below(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let dir = resolved(dir);
+    let mut found: Vec<PathBuf> = mount_points()?
+        .into_iter()
+        .filter(|p| p.parent() == Some(dir.as_path()))
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Binds `source` onto `target` (created if missing), unless `target` is already a mount point:
+/// after a plugin crash the old bind is still there and must be reused, not stacked.
+pub fn bind(source: &Path, target: &Path) -> Result<(), Error> {
+    fs::create_dir_all(target).map_err(|source| Error::CreateTarget {
+        path: target.into(),
+        source,
+    })?;
+    if is_mount_point(target)? {
+        return Ok(());
+    }
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|errno| Error::Bind {
+        source_path: source.into(),
+        target: target.into(),
+        errno,
+    })
+}
+
+/// Unmounts `target` until it is no longer a mount point (a crash can leave it stacked), then
+/// removes the empty directory. A target that is not mounted is fine.
+pub fn unmount_all(target: &Path) -> Result<(), Error> {
+    // Bounded: each round removes one layer, and a path is never stacked this deep by us.
+    for _ in 0..16 {
+        if !is_mount_point(target)? {
+            break;
+        }
+        match umount2(target, MntFlags::empty()) {
+            Ok(()) => {}
+            // Still busy (a process has its cwd there): detach so it goes once released.
+            Err(Errno::EBUSY) => {
+                umount2(target, MntFlags::MNT_DETACH).map_err(|errno| Error::Unmount {
+                    target: target.into(),
+                    errno,
+                })?
+            }
+            Err(Errno::EINVAL | Errno::ENOENT) => break,
+            Err(errno) => {
+                return Err(Error::Unmount {
+                    target: target.into(),
+                    errno,
+                })
+            }
+        }
+    }
+    // Only an empty directory goes; if data is there the bind never happened and we leave it alone.
+    let _ = fs::remove_dir(target);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mount_points_and_escapes() {
+        let table = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                     80 22 8:1 /data /mnt/with\\040space rw shared:5 - ext4 /dev/sda1 rw\n";
+        assert_eq!(
+            parse_mountinfo(table),
+            vec![PathBuf::from("/proc"), PathBuf::from("/mnt/with space")]
+        );
+    }
+
+    #[test]
+    fn unescape_leaves_other_backslashes() {
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("a\\9b"), "a\\9b");
+        assert_eq!(unescape("end\\04"), "end\\04");
+    }
+
+    #[test]
+    fn root_is_a_mount_point_and_a_fresh_dir_is_not() {
+        assert!(is_mount_point(Path::new("/")).unwrap());
+        let dir = std::env::temp_dir().join(format!("not-a-mount-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        assert!(!is_mount_point(&dir).unwrap());
+        fs::remove_dir(&dir).unwrap();
+    }
+}

@@ -1,0 +1,289 @@
+//! The Docker volume plugin protocol over HTTP (SPEC §3): routes, body decoding, one log line per call.
+//!
+//! Bodies are read as bytes and decoded here, because the engine sends no Content-Type and axum's `Json`
+//! extractor would refuse that (STYLE.md 8.11). What a call means is the driver's business.
+
+mod reply;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::driver::{self, CreateOptions, MountId, VolumeDriver, VolumeInfo, VolumeName};
+pub use reply::CONTENT_TYPE;
+
+/// Largest request body accepted; real requests are a few hundred bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The plugin's HTTP routes over `driver`.
+pub fn router<D: VolumeDriver>(driver: Arc<D>) -> Router {
+    let not_allowed = || async {
+        reply::misuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the Docker plugin protocol uses POST only",
+        )
+    };
+    Router::new()
+        .route("/Plugin.Activate", post(activate).fallback(not_allowed))
+        .route(
+            "/VolumeDriver.Capabilities",
+            post(capabilities).fallback(not_allowed),
+        )
+        .route(
+            "/VolumeDriver.Create",
+            post(create::<D>).fallback(not_allowed),
+        )
+        .route(
+            "/VolumeDriver.Remove",
+            post(remove::<D>).fallback(not_allowed),
+        )
+        .route(
+            "/VolumeDriver.Mount",
+            post(mount::<D>).fallback(not_allowed),
+        )
+        .route(
+            "/VolumeDriver.Unmount",
+            post(unmount::<D>).fallback(not_allowed),
+        )
+        .route("/VolumeDriver.Path", post(path::<D>).fallback(not_allowed))
+        .route("/VolumeDriver.Get", post(get::<D>).fallback(not_allowed))
+        .route("/VolumeDriver.List", post(list::<D>).fallback(not_allowed))
+        .fallback(|uri: axum::http::Uri| async move {
+            reply::misuse(
+                StatusCode::NOT_FOUND,
+                &format!("unknown plugin endpoint {}", uri.path()),
+            )
+        })
+        .with_state(driver)
+}
+
+/// Reads and decodes a body; an empty body counts as `{}` (the go-plugins-helpers client sends none).
+async fn decode<T: DeserializeOwned>(call: &str, body: Body) -> Result<T, Response> {
+    let bytes: Bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+        warn!(call, "request body over {MAX_BODY} bytes refused");
+        reply::misuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("{call}: request body larger than {MAX_BODY} bytes"),
+        )
+    })?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        warn!(call, error = %e, "undecodable request");
+        reply::misuse(
+            StatusCode::BAD_REQUEST,
+            &format!("{call}: invalid request body: {e}"),
+        )
+    })
+}
+
+/// Logs the call once and turns the outcome into an answer.
+fn finish<T>(
+    call: &str,
+    volume: &str,
+    id: Option<&str>,
+    started: Instant,
+    result: Result<T, driver::Error>,
+    body: impl FnOnce(T) -> Value,
+) -> Response {
+    let ms = started.elapsed().as_millis() as u64;
+    let id = id.unwrap_or("");
+    match result {
+        Ok(value) => {
+            info!(call, volume, id, result = "ok", duration_ms = ms, "request");
+            reply::ok(body(value))
+        }
+        Err(e) => {
+            warn!(call, volume, id, result = "error", error = %e, duration_ms = ms, "request");
+            reply::failed(&e.to_string())
+        }
+    }
+}
+
+fn volume_name(name: &str) -> Result<VolumeName, driver::Error> {
+    VolumeName::new(name)
+}
+
+fn mountpoint_text(path: Option<&Path>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+fn volume_json(info: VolumeInfo, with_status: bool) -> wire::Volume {
+    wire::Volume {
+        mountpoint: mountpoint_text(info.mountpoint.as_deref()),
+        name: info.name,
+        status: with_status.then_some(info.status),
+    }
+}
+
+async fn activate() -> Response {
+    // Legacy plugins only; the body is ignored (upstream test_pluginactivate sends garbage).
+    reply::json_reply(StatusCode::OK, json!({ "Implements": ["VolumeDriver"] }))
+}
+
+async fn capabilities() -> Response {
+    // Called before almost every operation; no I/O. One dataset is one volume cluster-wide.
+    reply::json_reply(
+        StatusCode::OK,
+        json!({ "Capabilities": { "Scope": "global" } }),
+    )
+}
+
+/// Option values are strings on the wire; numbers and booleans are accepted as their text.
+fn create_options(
+    opts: Option<BTreeMap<String, Value>>,
+) -> Result<CreateOptions, (String, String)> {
+    let mut out = BTreeMap::new();
+    for (key, value) in opts.unwrap_or_default() {
+        let text = match value {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => return Err((key, other.to_string())),
+        };
+        out.insert(key, text);
+    }
+    Ok(CreateOptions(out))
+}
+
+async fn create<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let started = Instant::now();
+    let request: wire::CreateRequest = match decode("VolumeDriver.Create", body).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let result = async {
+        let name = volume_name(&request.name)?;
+        let opts =
+            create_options(request.opts).map_err(|(key, value)| driver::Error::InvalidOption {
+                name: name.to_string(),
+                key,
+                value,
+                reason: "option values must be strings".into(),
+            })?;
+        driver.create(&name, opts).await
+    }
+    .await;
+    finish(
+        "VolumeDriver.Create",
+        &request.name,
+        None,
+        started,
+        result,
+        |()| json!({}),
+    )
+}
+
+async fn remove<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let started = Instant::now();
+    let request: wire::NameRequest = match decode("VolumeDriver.Remove", body).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let result = async { driver.remove(&volume_name(&request.name)?).await }.await;
+    finish(
+        "VolumeDriver.Remove",
+        &request.name,
+        None,
+        started,
+        result,
+        |()| json!({}),
+    )
+}
+
+async fn mount<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let started = Instant::now();
+    let request: wire::MountRequest = match decode("VolumeDriver.Mount", body).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let id = MountId(request.id.clone().unwrap_or_default());
+    let result = async { driver.mount(&volume_name(&request.name)?, &id).await }.await;
+    finish(
+        "VolumeDriver.Mount",
+        &request.name,
+        request.id.as_deref(),
+        started,
+        result,
+        |p| json!({ "Mountpoint": p.display().to_string() }),
+    )
+}
+
+async fn unmount<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let started = Instant::now();
+    let request: wire::MountRequest = match decode("VolumeDriver.Unmount", body).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let id = MountId(request.id.clone().unwrap_or_default());
+    let result = async { driver.unmount(&volume_name(&request.name)?, &id).await }.await;
+    finish(
+        "VolumeDriver.Unmount",
+        &request.name,
+        request.id.as_deref(),
+        started,
+        result,
+        |()| json!({}),
+    )
+}
+
+async fn path<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let started = Instant::now();
+    let request: wire::NameRequest = match decode("VolumeDriver.Path", body).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let result = async { driver.path(&volume_name(&request.name)?).await }.await;
+    finish(
+        "VolumeDriver.Path",
+        &request.name,
+        None,
+        started,
+        result,
+        |p| json!({ "Mountpoint": p.display().to_string() }),
+    )
+}
+
+async fn get<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let started = Instant::now();
+    let request: wire::NameRequest = match decode("VolumeDriver.Get", body).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let result = async { driver.get(&volume_name(&request.name)?).await }.await;
+    finish(
+        "VolumeDriver.Get",
+        &request.name,
+        None,
+        started,
+        result,
+        |info| json!({ "Volume": volume_json(info, true) }),
+    )
+}
+
+async fn list<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let started = Instant::now();
+    if let Err(response) = decode::<Value>("VolumeDriver.List", body).await {
+        return response;
+    }
+    let result = driver.list().await;
+    finish("VolumeDriver.List", "*", None, started, result, |volumes| {
+        let volumes: Vec<_> = volumes.into_iter().map(|v| volume_json(v, false)).collect();
+        json!({ "Volumes": volumes })
+    })
+}
