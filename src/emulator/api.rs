@@ -103,27 +103,69 @@ fn described(status: StatusCode, text: &str) -> Response {
     reply(status, &json!({ "description": text }))
 }
 
-fn schema_error(errors: Vec<String>) -> Response {
-    reply(
-        StatusCode::BAD_REQUEST,
-        &json!({ "description": SCHEMA_ERROR, "errors": errors }),
-    )
+/// Every error answer of the API, mapped to status and body in one place (reference §5.2).
+#[derive(Debug)]
+enum ApiError {
+    /// The body is not JSON.
+    Decode,
+    /// The body does not match the schema; jsonschema-style messages.
+    Schema(Vec<String>),
+    /// `X-If-Configuration-Matches` does not name the current tag.
+    TagMismatch { sent: String, current: String },
+    /// A named upstream error such as `DATASET_NOT_FOUND`.
+    Named(StatusCode, &'static str),
+    /// Upstream answers unexpected exceptions with a bare JSON string, the Eliot incident id.
+    Internal,
 }
 
-/// Upstream answers unexpected exceptions with a bare JSON string, the Eliot incident id.
-fn internal_error() -> Response {
-    reply(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &json!(Uuid::new_v4().to_string()),
-    )
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Decode => described(StatusCode::BAD_REQUEST, DECODE_ERROR),
+            ApiError::Schema(errors) => reply(
+                StatusCode::BAD_REQUEST,
+                &json!({ "description": SCHEMA_ERROR, "errors": errors }),
+            ),
+            ApiError::TagMismatch { sent, current } => described(
+                StatusCode::PRECONDITION_FAILED,
+                &format!("Tag doesn't match. Required: {sent}, current: {current}"),
+            ),
+            ApiError::Named(status, text) => described(status, text),
+            ApiError::Internal => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!(Uuid::new_v4().to_string()),
+            ),
+        }
+    }
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|_| described(StatusCode::BAD_REQUEST, DECODE_ERROR))
+impl From<UpdateError> for ApiError {
+    fn from(e: UpdateError) -> Self {
+        match e {
+            UpdateError::NotFound => ApiError::Named(StatusCode::NOT_FOUND, "Dataset not found."),
+            UpdateError::Deleted => ApiError::Named(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "The dataset has been deleted.",
+            ),
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Parses the body as JSON, then validates it with `validate`.
+fn parse_body<T>(
+    body: &Bytes,
+    validate: fn(&Value) -> Result<T, Vec<String>>,
+) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| ApiError::Decode)?;
+    validate(&value).map_err(ApiError::Schema)
 }
 
 /// 412 unless the current tag is among the `X-If-Configuration-Matches` values (if any).
-fn check_tag(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+///
+/// Runs before the body is parsed, as upstream does (httpapi.py:100-137).
+fn check_tag(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let sent: Vec<&str> = headers
         .get_all(IF_MATCHES_HEADER)
         .iter()
@@ -136,10 +178,10 @@ fn check_tag(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     if sent.contains(&current.as_str()) {
         Ok(())
     } else {
-        Err(described(
-            StatusCode::PRECONDITION_FAILED,
-            &format!("Tag doesn't match. Required: {first}, current: {current}"),
-        ))
+        Err(ApiError::TagMismatch {
+            sent: (*first).to_string(),
+            current,
+        })
     }
 }
 
@@ -161,18 +203,12 @@ async fn create_dataset(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(r) = check_tag(&shared, &headers) {
-        return r;
-    }
-    let request = match parse_body(&body).map(|v| schema::create_request(&v)) {
-        Err(r) => return r,
-        Ok(Err(errors)) => return schema_error(errors),
-        Ok(Ok(request)) => request,
-    };
+) -> ApiResult {
+    check_tag(&shared, &headers)?;
+    let request = parse_body(&body, schema::create_request)?;
     if request.sent_deleted {
         // Accepted by the schema but not by the handler's signature: a TypeError upstream.
-        return internal_error();
+        return Err(ApiError::Internal);
     }
     let created = shared.model().create_dataset(
         request.dataset_id,
@@ -180,26 +216,14 @@ async fn create_dataset(
         request.metadata,
         request.maximum_size,
     );
-    match created {
-        Ok(dataset) => {
-            shared.config_changed();
-            reply(StatusCode::CREATED, &dataset.to_json())
-        }
-        Err(CreateError::Collision) => described(
+    let dataset = created.map_err(|CreateError::Collision| {
+        ApiError::Named(
             StatusCode::CONFLICT,
             "The provided dataset_id is already in use.",
-        ),
-    }
-}
-
-fn update_error(e: UpdateError) -> Response {
-    match e {
-        UpdateError::NotFound => described(StatusCode::NOT_FOUND, "Dataset not found."),
-        UpdateError::Deleted => described(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "The dataset has been deleted.",
-        ),
-    }
+        )
+    })?;
+    shared.config_changed();
+    Ok(reply(StatusCode::CREATED, &dataset.to_json()))
 }
 
 async fn update_dataset(
@@ -207,44 +231,28 @@ async fn update_dataset(
     Path(dataset_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(r) = check_tag(&shared, &headers) {
-        return r;
-    }
-    let primary = match parse_body(&body).map(|v| schema::update_request(&v)) {
-        Err(r) => return r,
-        Ok(Err(errors)) => return schema_error(errors),
-        Ok(Ok(primary)) => primary,
-    };
+) -> ApiResult {
+    check_tag(&shared, &headers)?;
+    let primary = parse_body(&body, schema::update_request)?;
     let before = shared.model().tag();
-    let result = shared.model().move_dataset(&dataset_id, primary);
-    match result {
-        Ok(dataset) => {
-            if shared.model().tag() != before {
-                shared.config_changed();
-            }
-            ok(&dataset.to_json())
-        }
-        Err(e) => update_error(e),
+    let moved = shared.model().move_dataset(&dataset_id, primary);
+    let dataset = moved?;
+    if shared.model().tag() != before {
+        shared.config_changed();
     }
+    Ok(ok(&dataset.to_json()))
 }
 
 async fn delete_dataset(
     State(shared): State<Arc<Shared>>,
     Path(dataset_id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = check_tag(&shared, &headers) {
-        return r;
-    }
-    let result = shared.model().delete_dataset(&dataset_id);
-    match result {
-        Ok(dataset) => {
-            shared.config_changed();
-            ok(&dataset.to_json())
-        }
-        Err(e) => update_error(e),
-    }
+) -> ApiResult {
+    check_tag(&shared, &headers)?;
+    let deleted = shared.model().delete_dataset(&dataset_id);
+    let dataset = deleted?;
+    shared.config_changed();
+    Ok(ok(&dataset.to_json()))
 }
 
 async fn list_leases(State(shared): State<Arc<Shared>>) -> Response {
@@ -258,50 +266,40 @@ async fn list_leases(State(shared): State<Arc<Shared>>) -> Response {
     ok(&Value::Array(body))
 }
 
-async fn acquire_lease(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let request = match parse_body(&body).map(|v| schema::lease_request(&v)) {
-        Err(r) => return r,
-        Ok(Err(errors)) => return schema_error(errors),
-        Ok(Ok(request)) => request,
-    };
+async fn acquire_lease(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let request = parse_body(&body, schema::lease_request)?;
     let now = Instant::now();
-    let result =
+    let acquired =
         shared
             .model()
             .acquire_lease(&request.dataset_id, request.node_uuid, request.expires, now);
-    match result {
-        Ok((lease, outcome)) => {
-            shared.config_changed();
-            let status = match outcome {
-                Acquired::Created => StatusCode::CREATED,
-                Acquired::Renewed => StatusCode::OK,
-            };
-            reply(status, &lease.to_json(now))
-        }
-        Err(LeaseHeld) => described(StatusCode::CONFLICT, "Lease already held."),
-    }
+    let (lease, outcome) = acquired
+        .map_err(|LeaseHeld| ApiError::Named(StatusCode::CONFLICT, "Lease already held."))?;
+    shared.config_changed();
+    let status = match outcome {
+        Acquired::Created => StatusCode::CREATED,
+        Acquired::Renewed => StatusCode::OK,
+    };
+    Ok(reply(status, &lease.to_json(now)))
 }
 
 async fn release_lease(
     State(shared): State<Arc<Shared>>,
     Path(dataset_id): Path<String>,
-) -> Response {
+) -> ApiResult {
     // Upstream parses the id as a UUID and fails with a 500 when it is malformed.
     if Uuid::parse_str(&dataset_id).is_err() {
-        return internal_error();
+        return Err(ApiError::Internal);
     }
     let released = shared.model().release_lease(&dataset_id);
-    match released {
-        Some(lease) => {
-            shared.config_changed();
-            ok(&lease.to_json(Instant::now()))
-        }
-        None => described(StatusCode::NOT_FOUND, "Lease not found."),
-    }
+    let lease = released.ok_or(ApiError::Named(StatusCode::NOT_FOUND, "Lease not found."))?;
+    shared.config_changed();
+    Ok(ok(&lease.to_json(Instant::now())))
 }
 
 async fn state_datasets(State(shared): State<Arc<Shared>>) -> Response {
-    ok(&Value::Array(shared.model().state_json()))
+    let state = shared.model().state_json();
+    ok(&Value::Array(state))
 }
 
 async fn state_nodes(State(shared): State<Arc<Shared>>) -> Response {
@@ -314,14 +312,13 @@ async fn state_nodes(State(shared): State<Arc<Shared>>) -> Response {
     ok(&Value::Array(body))
 }
 
-async fn node_by_era(State(shared): State<Arc<Shared>>, Path(era): Path<String>) -> Response {
+async fn node_by_era(State(shared): State<Arc<Shared>>, Path(era): Path<String>) -> ApiResult {
     // A non-UUID era raises ValueError upstream, hence a 500.
-    let Ok(era) = Uuid::parse_str(&era) else {
-        return internal_error();
-    };
+    let era = Uuid::parse_str(&era).map_err(|_| ApiError::Internal)?;
     let found = shared.model().node_by_era(era);
-    match found {
-        Some(uuid) => ok(&json!({ "uuid": uuid.to_string() })),
-        None => described(StatusCode::NOT_FOUND, "No node found with given era."),
-    }
+    let uuid = found.ok_or(ApiError::Named(
+        StatusCode::NOT_FOUND,
+        "No node found with given era.",
+    ))?;
+    Ok(ok(&json!({ "uuid": uuid.to_string() })))
 }
