@@ -1,6 +1,23 @@
-//! Flocker volume driver for Docker.
+//! Flocker volume driver for Docker, shipped as a managed plugin, plus the local control-service
+//! emulator it is developed and tested against.
+//!
+//! # Layout (request path top to bottom)
+//! - [`server`]: binds the Unix socket first, serves, drains on SIGTERM.
+//! - [`protocol`]: the Docker volume plugin protocol: routes, body decoding, the one error→wire mapping.
+//! - [`driver`]: what each volume call means: datasets, moves, leases, mount counting, cached answers.
+//! - [`identity`]: which Flocker node this is (`NODE_UUID`, era lookup, network identity).
+//! - [`flocker`]: the control-service REST client over mutual TLS, with typed errors.
+//! - [`mount`]: bind mounts and mount-table queries (nix).
+//! - [`config`]: settings from defaults, TOML and the environment, validated once.
+//! - [`size`]: size parsing and printing.
+//! - [`certs`]: generates a Flocker cluster's certificates (CA, control service, users, nodes).
+//! - [`emulator`]: a local Flocker control service (REST API v1 over mutual TLS) with an agent
+//!   that converges datasets into real bind mounts; used by the tests and the quickstart.
+
+pub mod certs;
 pub mod config;
 pub mod driver;
+pub mod emulator;
 pub mod flocker;
 pub mod identity;
 pub mod mount;

@@ -1,0 +1,249 @@
+//! The emulator's dataset agent: carries out the model's plan with real directories and bind mounts.
+//!
+//! Each dataset's storage is `<data_dir>/backing/<dataset_id>`; "attached to node N" means
+//! bind-mounted at `<N.mount_root>/<dataset_id>`. This module does the file-system work and
+//! remembers what it mounted so that it can undo it. It does not decide *what* to do (that is
+//! `model::Model::plan`) and it knows nothing about HTTP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use uuid::Uuid;
+
+use super::model::Action;
+use super::{Error, Node};
+
+/// Upper bound on stacked mounts removed from one mount point; stacks are never this deep.
+const MAX_STACKED_MOUNTS: usize = 32;
+
+/// Local nodes, their mount roots and everything this agent mounted.
+#[derive(Debug)]
+pub struct Agent {
+    backing_root: PathBuf,
+    mount_roots: BTreeMap<Uuid, PathBuf>,
+    /// Dataset mount points we created, so shutdown can remove exactly those.
+    mounted: BTreeSet<PathBuf>,
+    /// Mount roots we bind-mounted onto themselves to make them shared.
+    shared_roots: Vec<PathBuf>,
+}
+
+impl Agent {
+    /// An agent storing datasets under `<data_dir>/backing`.
+    pub fn new(data_dir: &Path) -> Result<Self, Error> {
+        let backing_root = data_dir.join("backing");
+        create_dir(&backing_root)?;
+        Ok(Agent {
+            backing_root,
+            mount_roots: BTreeMap::new(),
+            mounted: BTreeSet::new(),
+            shared_roots: Vec::new(),
+        })
+    }
+
+    /// Serves `node` from now on; with `share`, makes its mount root a shared mount point.
+    pub fn add_node(&mut self, node: &Node, share: bool) -> Result<(), Error> {
+        create_dir(&node.mount_root)?;
+        // Canonical paths, so they compare equal to the mount points the kernel reports.
+        let root = fs::canonicalize(&node.mount_root).map_err(|source| Error::CreateDir {
+            path: node.mount_root.clone(),
+            source,
+        })?;
+        if share && !self.shared_roots.contains(&root) {
+            // Docker's rslave propagation only sees later mounts if the root is a shared mount
+            // point; `mount --bind D D && mount --make-shared D`.
+            if !is_mount_point(&root)? {
+                bind(&root, &root)?;
+                self.shared_roots.push(root.clone());
+            }
+            mount(
+                None::<&str>,
+                &root,
+                None::<&str>,
+                MsFlags::MS_SHARED,
+                None::<&str>,
+            )
+            .map_err(|errno| Error::Mount {
+                source_path: root.clone(),
+                target: root.clone(),
+                errno,
+            })?;
+        }
+        self.mount_roots.insert(node.uuid, root);
+        Ok(())
+    }
+
+    /// The nodes this agent serves.
+    pub fn local_nodes(&self) -> Vec<Uuid> {
+        self.mount_roots.keys().copied().collect()
+    }
+
+    fn mount_point(&self, dataset: Uuid, node: Uuid) -> Option<PathBuf> {
+        self.mount_roots
+            .get(&node)
+            .map(|root| root.join(dataset.to_string()))
+    }
+
+    fn backing(&self, dataset: Uuid) -> PathBuf {
+        self.backing_root.join(dataset.to_string())
+    }
+
+    /// Carries out one action; for `Mount` returns the mount point.
+    pub fn apply(&mut self, action: &Action) -> Result<Option<PathBuf>, Error> {
+        match *action {
+            Action::CreateBacking(id) => create_dir(&self.backing(id)).map(|()| None),
+            Action::Unmount { dataset, node } => {
+                if let Some(target) = self.mount_point(dataset, node) {
+                    unmount(&target)?;
+                    self.mounted.remove(&target);
+                }
+                Ok(None)
+            }
+            Action::Destroy(id) => {
+                let path = self.backing(id);
+                match fs::remove_dir_all(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        Err(Error::RemoveDir { path, source: e })
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Action::Mount { dataset, node } => {
+                let Some(target) = self.mount_point(dataset, node) else {
+                    return Ok(None);
+                };
+                create_dir(&target)?;
+                // A previous emulator run may have left a mount here: start clean.
+                unmount_only(&target)?;
+                bind(&self.backing(dataset), &target)?;
+                self.mounted.insert(target.clone());
+                Ok(Some(target))
+            }
+        }
+    }
+
+    /// Unmounts every dataset mount and every shared root this agent created.
+    pub fn release_all(&mut self) -> Result<(), Error> {
+        let mut first_error = None;
+        for target in std::mem::take(&mut self.mounted) {
+            if let Err(e) = unmount(&target) {
+                first_error.get_or_insert(e);
+            }
+        }
+        for root in std::mem::take(&mut self.shared_roots) {
+            if let Err(e) = unmount_only(&root) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), Error> {
+    fs::create_dir_all(path).map_err(|source| Error::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn bind(source: &Path, target: &Path) -> Result<(), Error> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|errno| Error::Mount {
+        source_path: source.to_path_buf(),
+        target: target.to_path_buf(),
+        errno,
+    })
+}
+
+/// Unmounts `target` completely and removes the (then empty) directory.
+fn unmount(target: &Path) -> Result<(), Error> {
+    unmount_only(target)?;
+    match fs::remove_dir(target) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::RemoveDir {
+            path: target.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Unmounts until `target` is no longer a mount point (mounts can be stacked).
+fn unmount_only(target: &Path) -> Result<(), Error> {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        if !is_mount_point(target)? {
+            return Ok(());
+        }
+        let result = match umount2(target, MntFlags::empty()) {
+            // Something (a container, a shell) still uses it: detach lazily, like `umount -l`.
+            Err(Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH),
+            other => other,
+        };
+        result.map_err(|errno| Error::Unmount {
+            target: target.to_path_buf(),
+            errno,
+        })?;
+    }
+    Err(Error::StillMounted {
+        target: target.to_path_buf(),
+    })
+}
+
+/// Whether `path` is a mount point in this process's mount namespace.
+pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").map_err(|source| Error::MountInfo { source })?;
+    let found = mount_points(&info).any(|p| Path::new(&p) == path);
+    Ok(found)
+}
+
+/// Mount points listed in a mountinfo text, with octal escapes (`\040` for space) decoded.
+pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_with_escapes() {
+        let info = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
+                    37 35 98:0 / / rw - ext4 /dev/sda1 rw\n";
+        let points: Vec<String> = mount_points(info).collect();
+        assert_eq!(points, vec!["/mnt/with space", "/"]);
+    }
+}

@@ -1,0 +1,443 @@
+//! A local Flocker control service: REST API v1 over mutual TLS, plus an agent that turns the
+//! configuration into real bind mounts.
+//!
+//! [`Emulator::start`] returns a handle that tests drive: [`Emulator::converge`] applies pending
+//! configuration to state when [`Convergence::Manual`], faults and delays are injected as data,
+//! and requests are counted per endpoint (STYLE.md §8.7). It does not persist its model across
+//! restarts and does not implement the deprecated container API.
+//!
+//! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
+//! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence).
+
+mod agent;
+mod api;
+mod faults;
+mod lag;
+mod model;
+mod schema;
+mod tls;
+
+use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustls::ServerConfig;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::error;
+use uuid::Uuid;
+
+pub use agent::{is_mount_point, mount_points};
+pub use api::{FLOCKER_VERSION, IF_MATCHES_HEADER, TAG_HEADER};
+
+use agent::Agent;
+use faults::Faults;
+use model::{Action, Model, NodeInfo, Phase};
+
+/// A node whose dataset agent this emulator runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Node identity.
+    pub uuid: Uuid,
+    /// Boot id reported for `GET /v1/state/nodes/by_era/<era>`.
+    pub era: Uuid,
+    /// Address reported by `GET /v1/state/nodes`.
+    pub host: IpAddr,
+    /// Datasets manifest on this node are bind-mounted at `<mount_root>/<dataset_id>`.
+    pub mount_root: PathBuf,
+}
+
+/// How state follows configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convergence {
+    /// Only [`Emulator::converge`] changes state (for tests: no sleeps).
+    Manual,
+    /// State follows each change after about this long: unmounts at half, mounts at the end.
+    After(Duration),
+}
+
+/// Everything [`Emulator::start`] needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; `127.0.0.1:0` picks a free port.
+    pub listen: SocketAddr,
+    /// Directory with `cluster.crt` and `control-service.{crt,key}` (see [`crate::certs`]).
+    pub certs_dir: PathBuf,
+    /// Backing storage lives in `<data_dir>/backing/<dataset_id>`.
+    pub data_dir: PathBuf,
+    /// Nodes served by the built-in agent; each must have its own `mount_root`.
+    pub nodes: Vec<Node>,
+    /// How state follows configuration.
+    pub convergence: Convergence,
+    /// Make every mount root a shared mount point (needed for Docker's rslave propagation).
+    pub share_mount_roots: bool,
+}
+
+/// Why the emulator could not start, listen or converge; each variant names its path or address.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}")]
+    ReadCerts {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A certificate or key file could not be parsed or used.
+    #[error("invalid certificate material in {path}: {reason}")]
+    Certs {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls rejected the configuration.
+    #[error("TLS configuration failed while {what}")]
+    Tls {
+        /// The step that failed.
+        what: String,
+        /// The underlying error.
+        source: rustls::Error,
+    },
+    /// A directory could not be created.
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A directory could not be removed.
+    #[error("cannot remove {path}")]
+    RemoveDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A bind mount (or making a mount shared) failed.
+    #[error("cannot bind-mount {source_path} at {target}: {errno}")]
+    Mount {
+        /// What was mounted.
+        source_path: PathBuf,
+        /// Where.
+        target: PathBuf,
+        /// The error number.
+        errno: nix::errno::Errno,
+    },
+    /// An unmount failed.
+    #[error("cannot unmount {target}: {errno}")]
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// The error number.
+        errno: nix::errno::Errno,
+    },
+    /// Repeated unmounts left a mount behind.
+    #[error("{target} is still a mount point after repeated unmounts")]
+    StillMounted {
+        /// The mount point.
+        target: PathBuf,
+    },
+    /// `/proc/self/mountinfo` could not be read.
+    #[error("cannot read /proc/self/mountinfo")]
+    MountInfo {
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the routes, the agent and the handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    model: Mutex<Model>,
+    faults: Faults,
+    agent: tokio::sync::Mutex<Agent>,
+    /// Set with `Convergence::After`: each configuration change is sent to the lag task.
+    changes: Option<mpsc::UnboundedSender<()>>,
+}
+
+impl Shared {
+    /// The model, with expired leases already removed (upstream expires them every second).
+    fn model(&self) -> MutexGuard<'_, Model> {
+        // Model methods never panic halfway through an update, so a poisoned lock is still consistent.
+        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        if model.expire_leases(Instant::now()) {
+            self.config_changed();
+        }
+        model
+    }
+
+    /// Tells the lag task (if any) that configuration changed.
+    fn config_changed(&self) {
+        if let Some(tx) = &self.changes {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Applies the plan for `phase` to completion; stops at the first failed action.
+    async fn converge(&self, phase: Phase) -> Result<(), Error> {
+        let mut agent = self.agent.lock().await;
+        let actions = self.model().plan(&agent.local_nodes(), phase);
+        for action in actions {
+            let path = agent.apply(&action)?;
+            self.model().record(&action, path);
+        }
+        Ok(())
+    }
+
+    /// Unmounts everything the agent mounted and records that in the model.
+    fn release_all(&self, agent: &mut Agent) -> Result<(), Error> {
+        let result = agent.release_all();
+        let mut model = self.model();
+        let mounts: Vec<(Uuid, Uuid)> = model
+            .observed()
+            .iter()
+            .flat_map(|(d, o)| o.mounts.keys().map(move |n| (*d, *n)))
+            .collect();
+        for (dataset, node) in mounts {
+            model.record(&Action::Unmount { dataset, node }, None);
+        }
+        result
+    }
+}
+
+/// A running emulator. Dropping it stops serving and unmounts what its agent mounted.
+#[derive(Debug)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    tls: Arc<ServerConfig>,
+    share_mount_roots: bool,
+    server: Mutex<Option<JoinHandle<()>>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Loads certificates, prepares the nodes' mount roots, binds and starts serving.
+    ///
+    /// Must be called inside a Tokio runtime. The socket is bound before this returns, so
+    /// clients may connect immediately.
+    pub fn start(config: Config) -> Result<Emulator, Error> {
+        let tls = tls::server_config(&config.certs_dir)?;
+        let mut agent = Agent::new(&config.data_dir)?;
+        let mut model = Model::new(rand::random());
+        for node in &config.nodes {
+            agent.add_node(node, config.share_mount_roots)?;
+            model.add_node(node_info(node));
+        }
+        let (changes, receiver) = match config.convergence {
+            Convergence::Manual => (None, None),
+            Convergence::After(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        let shared = Arc::new(Shared {
+            model: Mutex::new(model),
+            faults: Faults::default(),
+            agent: tokio::sync::Mutex::new(agent),
+            changes,
+        });
+        let mut background = Vec::new();
+        if let (Convergence::After(lag), Some(rx)) = (config.convergence, receiver) {
+            background.push(tokio::spawn(lag::follow_changes(
+                Arc::downgrade(&shared),
+                rx,
+                lag,
+            )));
+            background.push(tokio::spawn(lag::expire_leases(Arc::downgrade(&shared))));
+        }
+        let (listener, addr) = bind(config.listen)?;
+        let server = tokio::spawn(tls::serve(
+            listener,
+            tls.clone(),
+            api::router(shared.clone()),
+        ));
+        Ok(Emulator {
+            shared,
+            addr,
+            tls,
+            share_mount_roots: config.share_mount_roots,
+            server: Mutex::new(Some(server)),
+            background,
+        })
+    }
+
+    /// The bound address (with the real port when `listen` used port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://<addr>`, the base URL without `/v1`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Applies all pending configuration to state (moves and deletes too, respecting leases).
+    ///
+    /// Failures are logged; use [`Emulator::try_converge`] to get them.
+    pub async fn converge(&self) {
+        if let Err(e) = self.try_converge().await {
+            error!(error = %e, "convergence failed");
+        }
+    }
+
+    /// Like [`Emulator::converge`], returning the first failure.
+    pub async fn try_converge(&self) -> Result<(), Error> {
+        self.shared.converge(Phase::Full).await
+    }
+
+    /// The next `method` request to exactly `path` gets `status` and `{"description": "injected fault"}`.
+    pub fn fail_next(&self, method: &str, path: &str, status: u16) {
+        self.shared.faults.fail_next(method, path, status);
+    }
+
+    /// Delays every request to exactly `path` by `d` until called again with `Duration::ZERO`.
+    pub fn delay(&self, path: &str, d: Duration) {
+        self.shared.faults.delay(path, d);
+    }
+
+    /// Requests received for `method` and exactly `path` (e.g. `/v1/state/datasets`).
+    pub fn request_count(&self, method: &str, path: &str) -> usize {
+        self.shared.faults.request_count(method, path)
+    }
+
+    /// Sets all request counts back to zero.
+    pub fn reset_counts(&self) {
+        self.shared.faults.reset_counts();
+    }
+
+    /// The configuration as `GET /v1/configuration/datasets` returns it, deleted datasets included.
+    pub fn configured_datasets(&self) -> Vec<Value> {
+        self.shared
+            .model()
+            .datasets()
+            .iter()
+            .map(|d| d.to_json())
+            .collect()
+    }
+
+    /// The state as `GET /v1/state/datasets` returns it.
+    pub fn state_datasets(&self) -> Vec<Value> {
+        self.shared.model().state_json()
+    }
+
+    /// The leases as `GET /v1/configuration/leases` returns them.
+    pub fn leases(&self) -> Vec<Value> {
+        let now = Instant::now();
+        self.shared
+            .model()
+            .leases()
+            .iter()
+            .map(|l| l.to_json(now))
+            .collect()
+    }
+
+    /// The current configuration tag.
+    pub fn tag(&self) -> String {
+        self.shared.model().tag()
+    }
+
+    /// Registers another node (its agent "connects" now), e.g. so `by_era` answers 404 first.
+    pub fn add_node(&self, node: Node) -> Result<(), Error> {
+        // try_lock: the agent lock is only held during convergence, which never awaits
+        // anything but this lock, so a short spin would do; blocking here would need a runtime.
+        let mut agent = loop {
+            match self.shared.agent.try_lock() {
+                Ok(agent) => break agent,
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        agent.add_node(&node, self.share_mount_roots)?;
+        drop(agent);
+        self.shared.model().add_node(node_info(&node));
+        self.shared.config_changed();
+        Ok(())
+    }
+
+    /// Closes the listener and every open connection; the model is kept.
+    pub async fn stop_listening(&self) {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(server) = server {
+            server.abort();
+            // Wait until the task (and with it the listener and connections) is gone.
+            let _ = server.await;
+        }
+    }
+
+    /// Listens again on the same address after [`Emulator::stop_listening`].
+    pub async fn start_listening(&self) -> Result<(), Error> {
+        self.stop_listening().await;
+        let (listener, _) = bind(self.addr)?;
+        let server = tokio::spawn(tls::serve(
+            listener,
+            self.tls.clone(),
+            api::router(self.shared.clone()),
+        ));
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        Ok(())
+    }
+
+    /// Stops serving and background convergence, then unmounts everything the agent mounted.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.stop_listening().await;
+        for task in &self.background {
+            task.abort();
+        }
+        let mut agent = self.shared.agent.lock().await;
+        self.shared.release_all(&mut agent)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(server) = self
+            .server
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            server.abort();
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        // Best effort for tests that panic before `shutdown`: mounts must not outlive the handle.
+        if let Ok(mut agent) = self.shared.agent.try_lock() {
+            if let Err(e) = self.shared.release_all(&mut agent) {
+                error!(error = %e, "unmounting on drop failed");
+            }
+        }
+    }
+}
+
+fn node_info(node: &Node) -> NodeInfo {
+    NodeInfo {
+        uuid: node.uuid,
+        era: node.era,
+        host: node.host,
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Error> {
+    let err = |source| Error::Bind { addr, source };
+    // std bind keeps `start` synchronous; tokio sets nothing extra we need (SO_REUSEADDR is
+    // std's default on Unix listeners), so restarts can re-bind the same port immediately.
+    let std_listener = StdTcpListener::bind(addr).map_err(err)?;
+    std_listener.set_nonblocking(true).map_err(err)?;
+    let local = std_listener.local_addr().map_err(err)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(err)?;
+    Ok((listener, local))
+}
