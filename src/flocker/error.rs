@@ -90,18 +90,7 @@ impl Error {
     /// Classifies a transport error from reqwest, telling TLS failures from plain unreachability.
     pub(crate) fn transport(url: &str, err: reqwest::Error) -> Error {
         let reason = chain(&err);
-        let is_tls = {
-            let mut source: Option<&(dyn StdError + 'static)> = Some(&err);
-            let mut found = false;
-            while let Some(e) = source {
-                if e.downcast_ref::<rustls::Error>().is_some() {
-                    found = true;
-                    break;
-                }
-                source = e.source();
-            }
-            found
-        };
+        let is_tls = is_tls_failure(&err);
         if is_tls {
             Error::Tls {
                 url: url.into(),
@@ -120,6 +109,27 @@ impl Error {
         matches!(self, Error::Unreachable { .. } | Error::Tls { .. })
             || matches!(self, Error::Status { status, .. } if *status >= 500)
     }
+}
+
+/// Whether a rustls error is anywhere in the chain. `io::Error` hides its inner error from `source()`,
+/// so look inside it explicitly; that is where hyper puts the TLS alert of a refused client certificate.
+fn is_tls_failure(err: &(dyn StdError + 'static)) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if is_tls_failure(inner) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Joins an error and its sources with ": ", skipping repeats (hyper and reqwest repeat themselves).

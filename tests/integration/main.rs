@@ -1,1 +1,19 @@
+//! Integration tests, one binary for the whole crate (ripgrep style).
+//!
+//! Run as root inside a private mount namespace so that mounts cannot leak to the host:
+//! `make test` does `unshare --mount --propagation private cargo test`.
 
+// The shared harness: certificates, emulator, in-process plugins on temp sockets, a typed protocol client.
+mod util;
+
+// Docker plugin protocol conformance over a real socket, with a recording driver.
+mod protocol;
+
+// The control-service client against the emulator over real mutual TLS, including certificate failures.
+mod flocker_client;
+
+// Real bind mounts in temporary directories.
+mod mount;
+
+// Driver scenarios: plugin + emulator + real mounts, as a Docker user would see them.
+mod driver;

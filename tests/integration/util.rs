@@ -1,0 +1,378 @@
+//! The test harness: a certificate set, an emulated control service with its agent, plugins bound to
+//! temporary sockets, and a typed client for the Docker plugin protocol (STYLE.md 8.8).
+//!
+//! Everything lives under one temporary directory. Mounts are real; run the suite inside a private
+//! mount namespace (`make test` does) so nothing can leak to the host even if a test panics.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flocker_docker_plugin::config::MountMode;
+use flocker_docker_plugin::driver::{DriverSettings, FlockerDriver, StateFile};
+use flocker_docker_plugin::emulator::{self, Convergence, Emulator};
+use flocker_docker_plugin::identity::{self, Identity};
+use flocker_docker_plugin::size::Size;
+use flocker_docker_plugin::{certs, flocker, protocol, server};
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyperlocal::{UnixClientExt, UnixConnector, Uri};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// True when the test may run; privileged tests never skip under `CI=true` (STYLE.md 8.8).
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} needs root (real mounts) and CI=true forbids skipping it");
+    }
+    eprintln!("SKIPPED {test}: needs root for real mounts");
+    false
+}
+
+/// Generates a cluster's certificates in `dir` (CA, control service with SANs localhost and 127.0.0.1,
+/// user `plugin`).
+pub fn make_certs(dir: &Path) {
+    certs::generate(dir, &certs::CertOptions::default()).expect("generate certificates");
+}
+
+/// One emulated node: its agent's mount root and its plugin's directories.
+#[derive(Debug, Clone)]
+pub struct NodeDirs {
+    /// The node's Flocker UUID.
+    pub uuid: Uuid,
+    /// The agent's mount root (also the plugin's `FLOCKER_ROOT`).
+    pub root: PathBuf,
+    /// The plugin's propagated mount.
+    pub propagated: PathBuf,
+    /// The plugin's state directory.
+    pub state_dir: PathBuf,
+    /// The plugin's socket.
+    pub socket: PathBuf,
+}
+
+/// A control-service emulator with `n` nodes and their directories.
+pub struct Cluster {
+    /// Root of every file the test makes.
+    pub dir: TempDir,
+    /// The certificates directory.
+    pub certs: PathBuf,
+    /// The emulator.
+    pub emulator: Emulator,
+    /// Per-node directories.
+    pub nodes: Vec<NodeDirs>,
+}
+
+impl Cluster {
+    /// Starts an emulator with `nodes` nodes.
+    pub async fn start(nodes: usize, convergence: Convergence) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("fdp-test-")
+            .tempdir()
+            .expect("temp dir");
+        let certs = dir.path().join("certs");
+        make_certs(&certs);
+        let nodes: Vec<NodeDirs> = (0..nodes)
+            .map(|i| {
+                let node = dir.path().join(format!("node{i}"));
+                NodeDirs {
+                    uuid: Uuid::new_v4(),
+                    root: node.join("flocker"),
+                    propagated: node.join("propagated"),
+                    state_dir: node.join("state"),
+                    socket: node.join("flocker.sock"),
+                }
+            })
+            .collect();
+        let emulator = Emulator::start(emulator::Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            certs_dir: certs.clone(),
+            data_dir: dir.path().join("emulator"),
+            nodes: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| emulator::Node {
+                    uuid: n.uuid,
+                    era: Uuid::new_v4(),
+                    host: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i as u8)),
+                    mount_root: n.root.clone(),
+                })
+                .collect(),
+            convergence,
+            share_mount_roots: false,
+        })
+        .expect("start emulator");
+        Cluster {
+            dir,
+            certs,
+            emulator,
+            nodes,
+        }
+    }
+
+    /// A control-service client like the plugin's.
+    pub fn client(&self) -> flocker::Client {
+        flocker::Client::new(&self.emulator.url().parse().unwrap(), &self.certs).expect("client")
+    }
+
+    /// Default plugin settings for node `i`.
+    pub fn settings(&self, i: usize) -> DriverSettings {
+        let node = &self.nodes[i];
+        DriverSettings {
+            agent_mount_root: node.root.clone(),
+            flocker_root: node.root.clone(),
+            mount_mode: MountMode::Propagated(node.propagated.clone()),
+            default_size: Size::from_bytes(1 << 30),
+            default_profile: None,
+            mount_timeout: Duration::from_secs(20),
+            state_file: StateFile::in_dir(&node.state_dir),
+        }
+    }
+
+    /// Starts the plugin for node `i` with its default settings.
+    pub async fn plugin(&self, i: usize) -> Plugin {
+        self.plugin_with(i, self.settings(i)).await
+    }
+
+    /// Starts the plugin for node `i` with `settings`, knowing its node UUID.
+    pub async fn plugin_with(&self, i: usize, settings: DriverSettings) -> Plugin {
+        let identity = identity::discover(
+            self.client(),
+            identity::Sources {
+                node_uuid: Some(self.nodes[i].uuid),
+                network_identity: None,
+            },
+        );
+        let mut plugin =
+            Plugin::start(self.client(), settings, identity, &self.nodes[i].socket).await;
+        plugin.reconciled().await;
+        plugin
+    }
+
+    /// Unmounts everything the agent mounted; call at the end of every test.
+    pub async fn stop(self) {
+        self.emulator.shutdown().await.expect("emulator shutdown");
+    }
+}
+
+/// A plugin daemon serving on a temporary socket, in this process.
+pub struct Plugin {
+    /// Typed protocol client on its socket.
+    pub docker: DockerClient,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    reconcile: Option<JoinHandle<()>>,
+}
+
+impl Plugin {
+    /// Binds `socket` first, then serves, as the daemon does.
+    pub async fn start(
+        client: flocker::Client,
+        settings: DriverSettings,
+        identity: watch::Receiver<Identity>,
+        socket: &Path,
+    ) -> Plugin {
+        let listener = server::bind(socket).expect("bind plugin socket");
+        let driver = FlockerDriver::new(client, settings, identity);
+        let reconciler = driver.clone();
+        let reconcile = tokio::spawn(async move { reconciler.reconcile().await });
+        let app = protocol::router(Arc::new(driver.clone()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(
+            listener,
+            socket.to_path_buf(),
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Plugin {
+            docker: DockerClient::new(socket),
+            stop: Some(stop),
+            task: Some(task),
+            reconcile: Some(reconcile),
+        }
+    }
+
+    /// Waits until the start-up reconciliation (which needs the node identity) has finished.
+    pub async fn reconciled(&mut self) {
+        if let Some(task) = self.reconcile.take() {
+            task.await.expect("reconcile task");
+        }
+    }
+
+    /// Stops serving as on SIGTERM and waits until the socket is gone.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+        if let Some(task) = self.reconcile.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A Docker-engine-like client of the plugin protocol over the Unix socket.
+#[derive(Clone)]
+pub struct DockerClient {
+    socket: PathBuf,
+    http: HyperClient<UnixConnector, Full<Bytes>>,
+}
+
+impl DockerClient {
+    /// A client for `socket`.
+    pub fn new(socket: &Path) -> DockerClient {
+        DockerClient {
+            socket: socket.to_path_buf(),
+            http: HyperClient::unix(),
+        }
+    }
+
+    /// Sends `body` to `path` with `method`, as the engine does (no Content-Type); returns status and
+    /// the decoded JSON body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, Value) {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(Uri::new(&self.socket, path))
+            .header("Accept", "application/vnd.docker.plugins.v1.2+json")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let response = self.http.request(request).await.expect("plugin request");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path}: answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, value)
+    }
+
+    /// POSTs `body` to `/VolumeDriver.<call>` and returns the JSON answer (HTTP 200 expected).
+    pub async fn call(&self, call: &str, body: Value) -> Value {
+        let (status, value) = self
+            .raw("POST", &format!("/VolumeDriver.{call}"), body.to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{call}: {value}");
+        value
+    }
+
+    fn outcome(value: &Value) -> Result<(), String> {
+        match value["Err"].as_str() {
+            Some("") => Ok(()),
+            Some(err) => Err(err.to_string()),
+            None => panic!("answer without Err: {value}"),
+        }
+    }
+
+    /// Create with options.
+    pub async fn create(&self, name: &str, opts: Value) -> Result<(), String> {
+        Self::outcome(
+            &self
+                .call("Create", json!({ "Name": name, "Opts": opts }))
+                .await,
+        )
+    }
+
+    /// Mount; returns the mountpoint.
+    pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, String> {
+        let value = self.call("Mount", json!({ "Name": name, "ID": id })).await;
+        Self::outcome(&value)?;
+        let mountpoint = value["Mountpoint"].as_str().expect("Mountpoint");
+        assert!(
+            !mountpoint.is_empty(),
+            "a successful Mount must name a mountpoint"
+        );
+        Ok(PathBuf::from(mountpoint))
+    }
+
+    /// Unmount.
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<(), String> {
+        Self::outcome(
+            &self
+                .call("Unmount", json!({ "Name": name, "ID": id }))
+                .await,
+        )
+    }
+
+    /// Remove.
+    pub async fn remove(&self, name: &str) -> Result<(), String> {
+        Self::outcome(&self.call("Remove", json!({ "Name": name })).await)
+    }
+
+    /// Path.
+    pub async fn path(&self, name: &str) -> Result<PathBuf, String> {
+        let value = self.call("Path", json!({ "Name": name })).await;
+        Self::outcome(&value)?;
+        Ok(PathBuf::from(
+            value["Mountpoint"].as_str().expect("Mountpoint"),
+        ))
+    }
+
+    /// Get; returns the `Volume` object.
+    pub async fn get(&self, name: &str) -> Result<Value, String> {
+        let value = self.call("Get", json!({ "Name": name })).await;
+        Self::outcome(&value)?;
+        Ok(value["Volume"].clone())
+    }
+
+    /// List; returns the `Volumes` array.
+    pub async fn list(&self) -> Result<Vec<Value>, String> {
+        let value = self.call("List", json!({})).await;
+        Self::outcome(&value)?;
+        Ok(value["Volumes"].as_array().expect("Volumes").clone())
+    }
+}
+
+/// Live (not deleted) datasets in the emulator's configuration named `name`.
+pub fn live_datasets(emulator: &Emulator, name: &str) -> Vec<Value> {
+    emulator
+        .configured_datasets()
+        .into_iter()
+        .filter(|d| d["deleted"] != json!(true) && d["metadata"]["name"] == json!(name))
+        .collect()
+}
+
+/// The dataset id of the single live dataset named `name`.
+pub fn dataset_id(emulator: &Emulator, name: &str) -> String {
+    let live = live_datasets(emulator, name);
+    assert_eq!(
+        live.len(),
+        1,
+        "exactly one live dataset named {name}: {live:?}"
+    );
+    live[0]["dataset_id"].as_str().unwrap().to_string()
+}
+
+/// Whether `path` is a mount point in this process's namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    flocker_docker_plugin::mount::is_mount_point(path).unwrap()
+}
+
+/// Waits (bounded) until `condition` holds; for events driven by another task, never for time itself.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
