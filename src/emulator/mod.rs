@@ -9,6 +9,8 @@
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
 //! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence).
 
+#![warn(missing_docs)]
+
 mod agent;
 mod api;
 mod faults;

@@ -1113,3 +1113,121 @@ async fn client_certificates_are_required_and_checked() {
     );
     svc.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Emulator-only settings: shared mount roots and background convergence
+// ---------------------------------------------------------------------------------------------
+
+/// The optional fields (e.g. `shared:3`) of the mountinfo line for `path`, if it is a mount point.
+fn mount_options(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let wanted = path.to_str().unwrap();
+    let found = info
+        .lines()
+        .rfind(|line| line.split(' ').nth(4) == Some(wanted))
+        .map(|line| line.split(" - ").next().unwrap_or_default().to_string());
+    found
+}
+
+/// An emulator with one node, built directly (these settings have no real-service equivalent).
+fn start_emulator(
+    dir: &Path,
+    convergence: Convergence,
+    share_mount_roots: bool,
+) -> (Emulator, Node) {
+    let certs = dir.join("certs");
+    certs::generate(&certs, &CertOptions::default()).unwrap();
+    let node = Node {
+        uuid: Uuid::new_v4(),
+        era: Uuid::new_v4(),
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        mount_root: dir.join("flocker"),
+    };
+    let emulator = Emulator::start(emulator::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        certs_dir: certs,
+        data_dir: dir.join("data"),
+        nodes: vec![node.clone()],
+        convergence,
+        share_mount_roots,
+    })
+    .unwrap();
+    (emulator, node)
+}
+
+fn plugin_client(dir: &Path, emulator: &Emulator) -> (reqwest::Client, String) {
+    let certs = dir.join("certs");
+    let client = client(
+        &certs.join("cluster.crt"),
+        Some((&certs.join("plugin.crt"), &certs.join("plugin.key"))),
+        emulator.addr(),
+    );
+    (
+        client,
+        format!("https://{SERVER_NAME}:{}", emulator.addr().port()),
+    )
+}
+
+#[tokio::test]
+async fn shared_mount_roots_propagate_and_are_undone() {
+    const TEST: &str = "shared_mount_roots_propagate_and_are_undone";
+    if !require_root(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (emulator, node) = start_emulator(dir.path(), Convergence::Manual, true);
+    let root = node.mount_root.canonicalize().unwrap();
+    let root_options = mount_options(&root).expect("mount root is a mount point");
+    assert!(root_options.contains("shared:"), "{root_options}");
+
+    let (client, base) = plugin_client(dir.path(), &emulator);
+    let created: Value = client
+        .post(format!("{base}/v1/configuration/datasets"))
+        .body(json!({"primary": node.uuid.to_string()}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    emulator.converge().await;
+    let dataset_options = mount_options(&root.join(id_of(&created))).expect("dataset mounted");
+    assert!(dataset_options.contains("shared:"), "{dataset_options}");
+
+    emulator.shutdown().await.unwrap();
+    assert!(
+        mount_options(&root).is_none(),
+        "the root's self bind mount is removed"
+    );
+}
+
+#[tokio::test]
+async fn after_lag_state_follows_without_converge() {
+    // Times the lag itself, so this one test waits on the clock; the primary is a node the agent
+    // does not run, so no mount (and no root) is needed.
+    let dir = tempfile::tempdir().unwrap();
+    let lag = Duration::from_millis(100);
+    let (emulator, _) = start_emulator(dir.path(), Convergence::After(lag), false);
+    let (client, base) = plugin_client(dir.path(), &emulator);
+    let started = std::time::Instant::now();
+    let status = client
+        .post(format!("{base}/v1/configuration/datasets"))
+        .body(json!({"primary": Uuid::new_v4().to_string()}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(emulator.state_datasets().is_empty());
+    while emulator.state_datasets().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "state never followed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() >= lag);
+    let state = emulator.state_datasets();
+    assert!(state[0].get("path").is_none(), "non-manifest: {state:?}");
+    emulator.shutdown().await.unwrap();
+}
