@@ -165,7 +165,8 @@ pub enum Error {
 pub(crate) struct Shared {
     model: Mutex<Model>,
     faults: Faults,
-    agent: tokio::sync::Mutex<Agent>,
+    /// Held for whole convergence passes (never across an await), so passes do not interleave.
+    agent: Mutex<Agent>,
     /// Set with `Convergence::After`: each configuration change is sent to the lag task.
     changes: Option<mpsc::UnboundedSender<()>>,
 }
@@ -188,9 +189,16 @@ impl Shared {
         }
     }
 
+    /// The agent; like the model, it stays consistent if a holder panicked.
+    fn agent(&self) -> MutexGuard<'_, Agent> {
+        self.agent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies the plan for `phase` to completion; stops at the first failed action.
-    async fn converge(&self, phase: Phase) -> Result<(), Error> {
-        let mut agent = self.agent.lock().await;
+    ///
+    /// Mount syscalls are quick, so this runs inline on the async worker.
+    fn converge(&self, phase: Phase) -> Result<(), Error> {
+        let mut agent = self.agent();
         let actions = self.model().plan(&agent.local_nodes(), phase);
         for action in actions {
             let path = agent.apply(&action)?;
@@ -249,7 +257,7 @@ impl Emulator {
         let shared = Arc::new(Shared {
             model: Mutex::new(model),
             faults: Faults::default(),
-            agent: tokio::sync::Mutex::new(agent),
+            agent: Mutex::new(agent),
             changes,
         });
         let mut background = Vec::new();
@@ -298,7 +306,7 @@ impl Emulator {
 
     /// Like [`Emulator::converge`], returning the first failure.
     pub async fn try_converge(&self) -> Result<(), Error> {
-        self.shared.converge(Phase::Full).await
+        self.shared.converge(Phase::Full)
     }
 
     /// The next `method` request to exactly `path` gets `status` and `{"description": "injected fault"}`.
@@ -354,16 +362,9 @@ impl Emulator {
 
     /// Registers another node (its agent "connects" now), e.g. so `by_era` answers 404 first.
     pub fn add_node(&self, node: Node) -> Result<(), Error> {
-        // try_lock: the agent lock is only held during convergence, which never awaits
-        // anything but this lock, so a short spin would do; blocking here would need a runtime.
-        let mut agent = loop {
-            match self.shared.agent.try_lock() {
-                Ok(agent) => break agent,
-                Err(_) => std::thread::yield_now(),
-            }
-        };
-        agent.add_node(&node, self.share_mount_roots)?;
-        drop(agent);
+        self.shared
+            .agent()
+            .add_node(&node, self.share_mount_roots)?;
         self.shared.model().add_node(node_info(&node));
         self.shared.config_changed();
         Ok(())
@@ -398,8 +399,7 @@ impl Emulator {
         for task in &self.background {
             task.abort();
         }
-        let mut agent = self.shared.agent.lock().await;
-        self.shared.release_all(&mut agent)
+        self.shared.release_all(&mut self.shared.agent())
     }
 }
 
@@ -417,10 +417,8 @@ impl Drop for Emulator {
             task.abort();
         }
         // Best effort for tests that panic before `shutdown`: mounts must not outlive the handle.
-        if let Ok(mut agent) = self.shared.agent.try_lock() {
-            if let Err(e) = self.shared.release_all(&mut agent) {
-                error!(error = %e, "unmounting on drop failed");
-            }
+        if let Err(e) = self.shared.release_all(&mut self.shared.agent()) {
+            error!(error = %e, "unmounting on drop failed");
         }
     }
 }
