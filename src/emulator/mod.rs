@@ -7,12 +7,13 @@
 //! restarts and does not implement the deprecated container API.
 //!
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
-//! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence).
+//! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence), `error`.
 
 #![warn(missing_docs)]
 
 mod agent;
 mod api;
+mod error;
 mod faults;
 mod lag;
 mod model;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 
 pub use agent::{is_mount_point, mount_points};
 pub use api::{FLOCKER_VERSION, IF_MATCHES_HEADER, TAG_HEADER};
+pub use error::Error;
 
 use agent::Agent;
 use faults::Faults;
@@ -75,89 +77,6 @@ pub struct Config {
     pub convergence: Convergence,
     /// Make every mount root a shared mount point (needed for Docker's rslave propagation).
     pub share_mount_roots: bool,
-}
-
-/// Why the emulator could not start, listen or converge; each variant names its path or address.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Binding the listening socket failed.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A certificate or key file could not be read.
-    #[error("cannot read {path}")]
-    ReadCerts {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A certificate or key file could not be parsed or used.
-    #[error("invalid certificate material in {path}: {reason}")]
-    Certs {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// rustls rejected the configuration.
-    #[error("TLS configuration failed while {what}")]
-    Tls {
-        /// The step that failed.
-        what: String,
-        /// The underlying error.
-        source: rustls::Error,
-    },
-    /// A directory could not be created.
-    #[error("cannot create directory {path}")]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A directory could not be removed.
-    #[error("cannot remove {path}")]
-    RemoveDir {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A bind mount (or making a mount shared) failed.
-    #[error("cannot bind-mount {source_path} at {target}: {errno}")]
-    Mount {
-        /// What was mounted.
-        source_path: PathBuf,
-        /// Where.
-        target: PathBuf,
-        /// The error number.
-        errno: nix::errno::Errno,
-    },
-    /// An unmount failed.
-    #[error("cannot unmount {target}: {errno}")]
-    Unmount {
-        /// The mount point.
-        target: PathBuf,
-        /// The error number.
-        errno: nix::errno::Errno,
-    },
-    /// Repeated unmounts left a mount behind.
-    #[error("{target} is still a mount point after repeated unmounts")]
-    StillMounted {
-        /// The mount point.
-        target: PathBuf,
-    },
-    /// `/proc/self/mountinfo` could not be read.
-    #[error("cannot read /proc/self/mountinfo")]
-    MountInfo {
-        /// The underlying error.
-        source: std::io::Error,
-    },
 }
 
 /// State shared by the routes, the agent and the handle.
