@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tracing::error;
 use uuid::Uuid;
 
+// Mount-table helpers, re-exported so tests can check mounts the same way the agent does.
 pub use agent::{is_mount_point, mount_points};
 pub use api::{FLOCKER_VERSION, IF_MATCHES_HEADER, TAG_HEADER};
 pub use error::Error;
@@ -49,7 +50,8 @@ pub struct Node {
     pub era: Uuid,
     /// Address reported by `GET /v1/state/nodes`.
     pub host: IpAddr,
-    /// Datasets manifest on this node are bind-mounted at `<mount_root>/<dataset_id>`.
+    /// Datasets manifest on this node are bind-mounted at `<mount_root>/<dataset_id>`; state
+    /// reports the canonicalized root (symlinks resolved), as `/proc/self/mountinfo` does.
     pub mount_root: PathBuf,
 }
 
