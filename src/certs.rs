@@ -8,6 +8,8 @@
 //! Keys are ECDSA P-256 because they are generated in milliseconds. Upstream uses RSA-4096; the
 //! plugin and the emulator accept either, since rustls negotiates the signature scheme.
 
+#![warn(missing_docs)]
+
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -51,7 +51,7 @@ async fn pass(shared: &Weak<Shared>, phase: Phase) {
     let Some(shared) = shared.upgrade() else {
         return;
     };
-    if let Err(e) = shared.converge(phase).await {
+    if let Err(e) = shared.converge(phase) {
         error!(error = %e, ?phase, "background convergence failed");
     }
 }

@@ -7,10 +7,13 @@
 //! restarts and does not implement the deprecated container API.
 //!
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
-//! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence).
+//! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence), `error`.
+
+#![warn(missing_docs)]
 
 mod agent;
 mod api;
+mod error;
 mod faults;
 mod lag;
 mod model;
@@ -29,8 +32,10 @@ use tokio::task::JoinHandle;
 use tracing::error;
 use uuid::Uuid;
 
+// Mount-table helpers, re-exported so tests can check mounts the same way the agent does.
 pub use agent::{is_mount_point, mount_points};
 pub use api::{FLOCKER_VERSION, IF_MATCHES_HEADER, TAG_HEADER};
+pub use error::Error;
 
 use agent::Agent;
 use faults::Faults;
@@ -45,7 +50,8 @@ pub struct Node {
     pub era: Uuid,
     /// Address reported by `GET /v1/state/nodes`.
     pub host: IpAddr,
-    /// Datasets manifest on this node are bind-mounted at `<mount_root>/<dataset_id>`.
+    /// Datasets manifest on this node are bind-mounted at `<mount_root>/<dataset_id>`; state
+    /// reports the canonicalized root (symlinks resolved), as `/proc/self/mountinfo` does.
     pub mount_root: PathBuf,
 }
 
@@ -75,95 +81,13 @@ pub struct Config {
     pub share_mount_roots: bool,
 }
 
-/// Why the emulator could not start, listen or converge; each variant names its path or address.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Binding the listening socket failed.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A certificate or key file could not be read.
-    #[error("cannot read {path}")]
-    ReadCerts {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A certificate or key file could not be parsed or used.
-    #[error("invalid certificate material in {path}: {reason}")]
-    Certs {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// rustls rejected the configuration.
-    #[error("TLS configuration failed while {what}")]
-    Tls {
-        /// The step that failed.
-        what: String,
-        /// The underlying error.
-        source: rustls::Error,
-    },
-    /// A directory could not be created.
-    #[error("cannot create directory {path}")]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A directory could not be removed.
-    #[error("cannot remove {path}")]
-    RemoveDir {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A bind mount (or making a mount shared) failed.
-    #[error("cannot bind-mount {source_path} at {target}: {errno}")]
-    Mount {
-        /// What was mounted.
-        source_path: PathBuf,
-        /// Where.
-        target: PathBuf,
-        /// The error number.
-        errno: nix::errno::Errno,
-    },
-    /// An unmount failed.
-    #[error("cannot unmount {target}: {errno}")]
-    Unmount {
-        /// The mount point.
-        target: PathBuf,
-        /// The error number.
-        errno: nix::errno::Errno,
-    },
-    /// Repeated unmounts left a mount behind.
-    #[error("{target} is still a mount point after repeated unmounts")]
-    StillMounted {
-        /// The mount point.
-        target: PathBuf,
-    },
-    /// `/proc/self/mountinfo` could not be read.
-    #[error("cannot read /proc/self/mountinfo")]
-    MountInfo {
-        /// The underlying error.
-        source: std::io::Error,
-    },
-}
-
 /// State shared by the routes, the agent and the handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
     model: Mutex<Model>,
     faults: Faults,
-    agent: tokio::sync::Mutex<Agent>,
+    /// Held for whole convergence passes (never across an await), so passes do not interleave.
+    agent: Mutex<Agent>,
     /// Set with `Convergence::After`: each configuration change is sent to the lag task.
     changes: Option<mpsc::UnboundedSender<()>>,
 }
@@ -186,9 +110,16 @@ impl Shared {
         }
     }
 
+    /// The agent; like the model, it stays consistent if a holder panicked.
+    fn agent(&self) -> MutexGuard<'_, Agent> {
+        self.agent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies the plan for `phase` to completion; stops at the first failed action.
-    async fn converge(&self, phase: Phase) -> Result<(), Error> {
-        let mut agent = self.agent.lock().await;
+    ///
+    /// Mount syscalls are quick, so this runs inline on the async worker.
+    fn converge(&self, phase: Phase) -> Result<(), Error> {
+        let mut agent = self.agent();
         let actions = self.model().plan(&agent.local_nodes(), phase);
         for action in actions {
             let path = agent.apply(&action)?;
@@ -247,7 +178,7 @@ impl Emulator {
         let shared = Arc::new(Shared {
             model: Mutex::new(model),
             faults: Faults::default(),
-            agent: tokio::sync::Mutex::new(agent),
+            agent: Mutex::new(agent),
             changes,
         });
         let mut background = Vec::new();
@@ -296,7 +227,7 @@ impl Emulator {
 
     /// Like [`Emulator::converge`], returning the first failure.
     pub async fn try_converge(&self) -> Result<(), Error> {
-        self.shared.converge(Phase::Full).await
+        self.shared.converge(Phase::Full)
     }
 
     /// The next `method` request to exactly `path` gets `status` and `{"description": "injected fault"}`.
@@ -352,16 +283,9 @@ impl Emulator {
 
     /// Registers another node (its agent "connects" now), e.g. so `by_era` answers 404 first.
     pub fn add_node(&self, node: Node) -> Result<(), Error> {
-        // try_lock: the agent lock is only held during convergence, which never awaits
-        // anything but this lock, so a short spin would do; blocking here would need a runtime.
-        let mut agent = loop {
-            match self.shared.agent.try_lock() {
-                Ok(agent) => break agent,
-                Err(_) => std::thread::yield_now(),
-            }
-        };
-        agent.add_node(&node, self.share_mount_roots)?;
-        drop(agent);
+        self.shared
+            .agent()
+            .add_node(&node, self.share_mount_roots)?;
         self.shared.model().add_node(node_info(&node));
         self.shared.config_changed();
         Ok(())
@@ -396,8 +320,7 @@ impl Emulator {
         for task in &self.background {
             task.abort();
         }
-        let mut agent = self.shared.agent.lock().await;
-        self.shared.release_all(&mut agent)
+        self.shared.release_all(&mut self.shared.agent())
     }
 }
 
@@ -415,10 +338,8 @@ impl Drop for Emulator {
             task.abort();
         }
         // Best effort for tests that panic before `shutdown`: mounts must not outlive the handle.
-        if let Ok(mut agent) = self.shared.agent.try_lock() {
-            if let Err(e) = self.shared.release_all(&mut agent) {
-                error!(error = %e, "unmounting on drop failed");
-            }
+        if let Err(e) = self.shared.release_all(&mut self.shared.agent()) {
+            error!(error = %e, "unmounting on drop failed");
         }
     }
 }

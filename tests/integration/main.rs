@@ -17,3 +17,7 @@ mod mount;
 
 // Driver scenarios: plugin + emulator + real mounts, as a Docker user would see them.
 mod driver;
+
+// The control-service contract (upstream test_httpapi.py / test_client.py) against the emulator,
+// or against a real control service when FLOCKER_CONTRACT_URL is set.
+mod emulator_contract;
