@@ -549,3 +549,32 @@ mod tests {
         });
     }
 }
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::ENV_NAMES;
+
+    /// config.json, the README and this module must list the same settings (STYLE.md 8.5).
+    #[test]
+    fn config_json_declares_every_setting_settable() {
+        let manifest: serde_json::Value =
+            serde_json::from_str(include_str!("../config.json")).unwrap();
+        let env = manifest["env"].as_array().unwrap();
+        let mut declared: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+        for entry in env {
+            assert_eq!(entry["settable"], serde_json::json!(["value"]), "{entry}");
+            assert!(
+                !entry["description"].as_str().unwrap().is_empty(),
+                "{entry}"
+            );
+        }
+        declared.sort_unstable();
+        let mut expected: Vec<&str> = ENV_NAMES.iter().copied().chain(["CONFIG_FILE"]).collect();
+        expected.sort_unstable();
+        assert_eq!(declared, expected);
+        let readme = include_str!("../README.md");
+        for name in expected {
+            assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+        }
+    }
+}
