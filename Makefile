@@ -41,6 +41,10 @@ run:
 test:
 	$(ISOLATE) cargo test --all-targets
 
+## bench: mount-wait benchmark report (move detection, poll rate, requests per call); needs root
+bench:
+	$(ISOLATE) cargo bench --bench mount_wait
+
 ## lint: formatting and clippy, warnings are errors
 lint:
 	cargo fmt --check
