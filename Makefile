@@ -39,7 +39,7 @@ run:
 
 ## test: the whole suite (unit + integration); as root inside a private mount namespace
 test:
-	$(ISOLATE) cargo test --all-targets
+	$(ISOLATE) cargo test --lib --bins --tests
 
 ## bench: mount-wait benchmark report (move detection, poll rate, requests per call); needs root
 bench:
