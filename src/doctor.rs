@@ -388,15 +388,15 @@ pub async fn control_service(
             Some(client),
         ),
         Err(e) => {
+            let port = url.port_or_known_default().unwrap_or(4523);
             let fix = match &e {
-                flocker::Error::Unreachable { .. } => {
-                    "check CONTROL_URL, that the control service runs there, and that port 4523 is open from this node"
-                }
-                flocker::Error::Tls { .. } => {
-                    "make sure cluster.crt and plugin.crt come from the cluster this control service belongs to \
-                     (see the certificate checks above)"
-                }
-                _ => "check that CONTROL_URL points at a Flocker control service (https://HOST:4523)",
+                flocker::Error::Unreachable { .. } => format!(
+                    "check CONTROL_URL, that the control service runs there, and that port {port} is open from this node"
+                ),
+                flocker::Error::Tls { .. } => "make sure cluster.crt and plugin.crt come from the cluster this \
+                                               control service belongs to (see the certificate checks above)"
+                    .into(),
+                _ => "check that CONTROL_URL points at a Flocker control service (https://HOST:4523)".into(),
             };
             (Check::fail(CONTROL_SERVICE, e.to_string(), fix), None)
         }

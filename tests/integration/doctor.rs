@@ -169,6 +169,26 @@ async fn a_stopped_control_service_fails_naming_the_url() {
 }
 
 #[tokio::test]
+async fn a_foreign_cluster_ca_is_a_tls_failure() {
+    let cluster = Cluster::start(1, Convergence::Manual).await;
+    let other = cluster.dir.path().join("other-cluster");
+    certs::generate(&other, &CertOptions::default()).unwrap();
+    let url = cluster.emulator.url();
+    let (check, client) = doctor::control_service(&url.parse().unwrap(), &other).await;
+    assert!(client.is_none());
+    let line = check.to_string();
+    assert!(
+        line.starts_with("FAIL control service: TLS with the Flocker control service at "),
+        "{line}"
+    );
+    assert!(
+        line.contains(&url) && line.contains("Fix: make sure cluster.crt and plugin.crt come from"),
+        "{line}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
 async fn node_identity_from_each_source() {
     let cluster = Cluster::start(1, Convergence::Manual).await;
     let client = cluster.client();
