@@ -29,7 +29,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `docker plugin set flocker args=` (back from `args=doctor`) passes one empty argument
+    // (reference/docker-plugin.md §2.1, moby v2/plugin.go:201): that means "serve", not a usage error.
+    let cli = Cli::parse_from(std::env::args_os().filter(|arg| !arg.is_empty()));
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {

@@ -462,19 +462,26 @@ fn the_propagated_mount_must_be_shared_and_writable() {
     );
 }
 
-/// Runs the real binary's `doctor` with only `env` set; returns stdout and the exit code.
+/// Runs the real binary's `doctor` with only `env` set; returns stdout then stderr, and the exit code.
 async fn run_binary(env: Vec<(&'static str, String)>) -> (String, Option<i32>) {
+    run_binary_with(&["doctor"], env).await
+}
+
+async fn run_binary_with(
+    args: &[&'static str],
+    env: Vec<(&'static str, String)>,
+) -> (String, Option<i32>) {
+    let args = args.to_vec();
     tokio::task::spawn_blocking(move || {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
-            .arg("doctor")
+            .args(args)
             .env_clear()
             .envs(env)
             .output()
             .expect("run flocker-docker-plugin doctor");
-        (
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            output.status.code(),
-        )
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        (text, output.status.code())
     })
     .await
     .unwrap()
@@ -531,4 +538,25 @@ async fn the_binary_prints_one_line_per_check_and_exits_by_outcome() {
     );
     cluster.emulator.start_listening().await.unwrap();
     cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_configuration_error_exits_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("CERTS_DIR", dir.path().display().to_string())];
+    let (output, code) = run_binary(env.clone()).await;
+    assert_eq!(code, Some(2), "{output}");
+    assert_eq!(
+        output,
+        format!(
+            "flocker-docker-plugin: CONTROL_URL is not set and {}/agent.yml does not exist; set \
+             CONTROL_URL=https://CONTROL-HOST:4523\n",
+            dir.path().display()
+        )
+    );
+    // `docker plugin set flocker args=` passes one empty argument: it means serve (which then needs a
+    // valid configuration), not a usage error.
+    let (output, code) = run_binary_with(&[""], env).await;
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("CONTROL_URL is not set"), "{output}");
 }
