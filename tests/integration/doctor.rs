@@ -110,6 +110,16 @@ async fn plugin_certificate_from_another_cluster_does_not_chain() {
         fs::copy(other.join(file), ours.join(file)).unwrap();
     }
     let checks = doctor::certificates(&ours);
+    assert_eq!(
+        checks.len(),
+        5,
+        "the other checks still run: {}",
+        lines(&checks)
+    );
+    assert!(
+        !named(&checks, "client key").failed(),
+        "key and certificate belong together"
+    );
     let chain = named(&checks, "certificate chain");
     assert!(chain.failed());
     assert!(
