@@ -10,12 +10,15 @@
 //! - [`mount`]: bind mounts and mount-table queries (nix).
 //! - [`config`]: settings from defaults, TOML and the environment, validated once.
 //! - [`size`]: size parsing and printing.
+//! - [`doctor`]: the `doctor` subcommand: checks certificates, control service, node identity and
+//!   mount propagation, one line each, with the fix.
 //! - [`certs`]: generates a Flocker cluster's certificates (CA, control service, users, nodes).
 //! - [`emulator`]: a local Flocker control service (REST API v1 over mutual TLS) with an agent
 //!   that converges datasets into real bind mounts; used by the tests and the quickstart.
 
 pub mod certs;
 pub mod config;
+pub mod doctor;
 pub mod driver;
 pub mod emulator;
 pub mod flocker;

@@ -1,4 +1,5 @@
-//! `flocker-docker-plugin`: the daemon Docker talks to. Settings come from the environment (SPEC §2).
+//! `flocker-docker-plugin`: the daemon Docker talks to, and `doctor`, which checks its setup. Settings come
+//! from the environment (SPEC §2).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flocker_docker_plugin::config::{Config, LogFormat};
 use flocker_docker_plugin::driver::{DriverSettings, FlockerDriver};
-use flocker_docker_plugin::{flocker, identity, protocol, server};
+use flocker_docker_plugin::{doctor, flocker, identity, protocol, server};
 use tracing::info;
 
 /// Flocker volume plugin for Docker. Configure it with environment variables (see README).
@@ -22,10 +23,15 @@ struct Cli {
 enum Command {
     /// Serve the Docker volume plugin protocol (the default).
     Serve,
+    /// Check certificates, control service, node identity and mounts; print one line per check
+    /// and exit 1 if any failed. Opens no socket.
+    Doctor,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `docker plugin set flocker args=` (back from `args=doctor`) passes one empty argument
+    // (reference/docker-plugin.md §2.1, moby v2/plugin.go:201): that means "serve", not a usage error.
+    let cli = Cli::parse_from(std::env::args_os().filter(|arg| !arg.is_empty()));
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -46,6 +52,16 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve(config)),
+        Command::Doctor => {
+            // A config error already exited 2 above: that line is the diagnosis.
+            let report = runtime.block_on(doctor::run(&config));
+            print!("{report}");
+            return if report.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,6 +50,71 @@ pub fn mount_points() -> Result<Vec<PathBuf>, Error> {
     Ok(parse_mountinfo(&table))
 }
 
+/// One line of `/proc/self/mountinfo`: where something is mounted and how it propagates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The mount point (field 5), unescaped.
+    pub mount_point: PathBuf,
+    /// The optional fields before ` - `: `shared:N`, `master:N`, `propagate_from:N`, `unbindable`.
+    /// Empty for a private mount.
+    pub propagation: Vec<String>,
+}
+
+impl MountEntry {
+    /// `shared:N`: mounts made below it propagate to its peers (the engine makes `propagatedMount` rshared).
+    pub fn is_shared(&self) -> bool {
+        self.propagation.iter().any(|f| f.starts_with("shared:"))
+    }
+
+    /// `master:N` (slave) or `shared:N`: mounts made at its master or peers later appear here too.
+    pub fn receives_propagation(&self) -> bool {
+        self.is_shared() || self.propagation.iter().any(|f| f.starts_with("master:"))
+    }
+
+    /// The propagation fields as mountinfo shows them, or `private`.
+    pub fn propagation_text(&self) -> String {
+        if self.propagation.is_empty() {
+            "private".into()
+        } else {
+            self.propagation.join(" ")
+        }
+    }
+}
+
+/// Every mount in this process's namespace with its propagation fields, in table order.
+pub fn mount_entries() -> Result<Vec<MountEntry>, Error> {
+    let table = fs::read_to_string("/proc/self/mountinfo").map_err(Error::MountInfo)?;
+    Ok(parse_mount_entries(&table))
+}
+
+/// The mount `path` lies on: the deepest mount point containing it, the last one if stacked
+/// (a later line covers an earlier one at the same place). `path` should be canonical.
+pub fn covering_mount<'a>(entries: &'a [MountEntry], path: &Path) -> Option<&'a MountEntry> {
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| path.starts_with(&e.mount_point))
+        .max_by_key(|(i, e)| (e.mount_point.components().count(), *i))
+        .map(|(_, e)| e)
+}
+
+/// Mountinfo lines: `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER`.
+/// Malformed lines are skipped.
+fn parse_mount_entries(table: &str) -> Vec<MountEntry> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = fields.get(4)?;
+            let separator = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+            Some(MountEntry {
+                mount_point: PathBuf::from(unescape(mount_point)),
+                propagation: fields[6..separator].iter().map(|f| f.to_string()).collect(),
+            })
+        })
+        .collect()
+}
+
 /// Field 5 of each mountinfo line, with the kernel's octal escapes (`\040` for space) undone.
 fn parse_mountinfo(table: &str) -> Vec<PathBuf> {
     table
@@ -172,6 +237,60 @@ mod tests {
             parse_mountinfo(table),
             vec![PathBuf::from("/proc"), PathBuf::from("/mnt/with space")]
         );
+    }
+
+    const TABLE: &str = "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                         30 22 0:25 / /tmp rw,nosuid - tmpfs tmpfs rw\n\
+                         81 22 8:1 /flocker /flocker rw master:7 - ext4 /dev/sda1 rw\n\
+                         82 22 8:1 /x /mnt/with\\040space rw shared:9 master:7 propagate_from:2 - ext4 /dev/sda1 rw\n\
+                         83 30 0:26 / /tmp/stacked rw - tmpfs a rw\n\
+                         84 83 0:27 / /tmp/stacked rw shared:12 - tmpfs b rw\n\
+                         garbage line\n";
+
+    #[test]
+    fn parses_propagation_fields() {
+        let entries = parse_mount_entries(TABLE);
+        assert_eq!(entries.len(), 6, "the garbage line is skipped");
+        assert_eq!(entries[0].mount_point, PathBuf::from("/"));
+        assert_eq!(entries[0].propagation, vec!["shared:1"]);
+        assert!(entries[0].is_shared() && entries[0].receives_propagation());
+
+        assert!(entries[1].propagation.is_empty());
+        assert!(!entries[1].receives_propagation());
+        assert_eq!(entries[1].propagation_text(), "private");
+
+        assert!(!entries[2].is_shared() && entries[2].receives_propagation());
+        assert_eq!(entries[2].propagation_text(), "master:7");
+
+        assert_eq!(entries[3].mount_point, PathBuf::from("/mnt/with space"));
+        assert_eq!(
+            entries[3].propagation,
+            vec!["shared:9", "master:7", "propagate_from:2"]
+        );
+    }
+
+    #[test]
+    fn covering_mount_is_the_deepest_and_topmost() {
+        let entries = parse_mount_entries(TABLE);
+        let on = |p: &str| covering_mount(&entries, Path::new(p)).map(|e| e.mount_point.clone());
+        assert_eq!(on("/flocker/abc"), Some(PathBuf::from("/flocker")));
+        assert_eq!(on("/flocker"), Some(PathBuf::from("/flocker")));
+        // A path component match, not a string prefix.
+        assert_eq!(on("/flockerx"), Some(PathBuf::from("/")));
+        assert_eq!(on("/tmp/a"), Some(PathBuf::from("/tmp")));
+        let stacked = covering_mount(&entries, Path::new("/tmp/stacked/v")).unwrap();
+        assert!(stacked.is_shared(), "the later of two stacked mounts wins");
+        assert_eq!(covering_mount(&[], Path::new("/")), None);
+    }
+
+    #[test]
+    fn mount_points_and_entries_agree() {
+        let points: Vec<PathBuf> = parse_mount_entries(TABLE)
+            .into_iter()
+            .map(|e| e.mount_point)
+            .collect();
+        assert_eq!(points, parse_mountinfo(TABLE));
+        assert!(!mount_entries().unwrap().is_empty());
     }
 
     #[test]

@@ -21,3 +21,6 @@ mod driver;
 // The control-service contract (upstream test_httpapi.py / test_client.py) against the emulator,
 // or against a real control service when FLOCKER_CONTRACT_URL is set.
 mod emulator_contract;
+
+// `doctor`: each check against the emulator, generated certificates and real mounts; the binary's output.
+mod doctor;
