@@ -6,7 +6,7 @@ ROOTFS      := plugin/rootfs
 # Mounts made by the tests stay in a private mount namespace, never on the host.
 ISOLATE     := $(shell [ "$$(id -u)" = 0 ] && echo unshare --mount --propagation private)
 
-.PHONY: all build plugin enable run test lint bench clean
+.PHONY: all build plugin enable run test e2e lint bench clean
 
 all: lint test build
 
@@ -39,7 +39,11 @@ run:
 
 ## test: the whole suite (unit + integration); as root inside a private mount namespace
 test:
-	$(ISOLATE) cargo test --lib --bins --tests
+	$(ISOLATE) cargo test --lib --bins --test integration
+
+## e2e: the managed plugin with the real Docker engine (host mount namespace, root, dockerd running)
+e2e: plugin
+	cargo test --test e2e
 
 ## bench: mount-wait benchmark report (move detection, poll rate, requests per call); needs root
 bench:
