@@ -609,3 +609,32 @@ async fn calls_before_the_node_is_known_explain_the_wait() {
     plugin.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn legacy_mode_hands_out_the_agent_path() {
+    if !require_root("legacy_mode_hands_out_the_agent_path") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let mut settings = cluster.settings(0);
+    settings.mount_mode = flocker_docker_plugin::config::MountMode::Legacy;
+    let plugin = cluster.plugin_with(0, settings).await;
+    plugin.docker.create("legacy", json!({})).await.unwrap();
+    let id = dataset_id(&cluster.emulator, "legacy");
+    let path = plugin.docker.mount("legacy", "c").await.unwrap();
+    assert_eq!(
+        path,
+        cluster.nodes[0].root.join(&id),
+        "the agent's own mount, no bind of ours"
+    );
+    assert!(!cluster.nodes[0].propagated.join(&id).exists());
+    assert_eq!(cluster.emulator.leases().len(), 1);
+    plugin.docker.unmount("legacy", "c").await.unwrap();
+    assert!(
+        is_mounted(&path),
+        "the agent's mount stays; only ours would be removed"
+    );
+    assert!(cluster.emulator.leases().is_empty());
+    plugin.stop().await;
+    cluster.stop().await;
+}

@@ -12,6 +12,9 @@ mod protocol;
 // The control-service client against the emulator over real mutual TLS, including certificate failures.
 mod flocker_client;
 
+// The real daemon binary: socket at once, explanatory errors, SIGTERM.
+mod daemon;
+
 // Real bind mounts in temporary directories.
 mod mount;
 

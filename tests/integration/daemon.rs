@@ -1,0 +1,108 @@
+//! The real `flocker-docker-plugin` binary as Docker runs it: the socket is up at once, before the
+//! control service answers; calls that need the node explain the wait; SIGTERM stops it cleanly.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::DockerClient;
+
+fn spawn(dir: &Path, control_url: &str) -> Child {
+    crate::util::make_certs(&dir.join("certs"));
+    Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
+        .env_clear()
+        .env("CONTROL_URL", control_url)
+        .env("CERTS_DIR", dir.join("certs"))
+        .env("SOCKET", dir.join("plugins/flocker.sock"))
+        .env("STATE_DIR", dir.join("state"))
+        .env("PROPAGATED_MOUNT", "")
+        .env("CONFIG_FILE", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon")
+}
+
+/// Waits for `path` to exist; returns how long it took.
+fn wait_for_socket(path: &Path) -> Duration {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "socket never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn socket_opens_before_the_control_service_answers_and_sigterm_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the identity lookup keeps failing.
+    let mut daemon = spawn(dir.path(), "https://127.0.0.1:1");
+    let socket = dir.path().join("plugins/flocker.sock");
+    let took = wait_for_socket(&socket);
+    // The engine probes the socket 0.5 s after start and gives up after ~12 s (docker-plugin.md §1.4).
+    assert!(took < Duration::from_secs(1), "socket after {took:?}");
+
+    let docker = DockerClient::new(&socket);
+    let (_, caps) = docker.raw("POST", "/VolumeDriver.Capabilities", "{}").await;
+    assert_eq!(caps, json!({ "Capabilities": { "Scope": "global" } }));
+    let (_, activate) = docker.raw("POST", "/Plugin.Activate", "").await;
+    assert_eq!(activate, json!({ "Implements": ["VolumeDriver"] }));
+    let err = docker.create("early", json!({})).await.unwrap_err();
+    assert!(
+        err.contains("identity is not known yet") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+    let err = docker.mount("early", "c").await.unwrap_err();
+    assert!(err.contains("identity is not known yet"), "{err}");
+    // Unmount of what was never mounted is still success.
+    docker.unmount("early", "c").await.unwrap();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "clean exit: {status}");
+    assert!(!socket.exists(), "socket file removed");
+}
+
+#[test]
+fn missing_certificates_stop_the_daemon_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
+        .env_clear()
+        .env("CONTROL_URL", "https://127.0.0.1:1")
+        .env("CERTS_DIR", dir.path().join("nowhere"))
+        .env("SOCKET", dir.path().join("flocker.sock"))
+        .env("CONFIG_FILE", "")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("cluster.crt") && last.contains("CERTS_DIR"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("flocker.sock").exists(),
+        "no socket for a daemon that cannot work"
+    );
+}
