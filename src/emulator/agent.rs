@@ -197,53 +197,12 @@ fn unmount_only(target: &Path) -> Result<(), Error> {
     })
 }
 
-/// Whether `path` is a mount point in this process's mount namespace.
-pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
-    let info =
-        fs::read_to_string("/proc/self/mountinfo").map_err(|source| Error::MountInfo { source })?;
-    let found = mount_points(&info).any(|p| Path::new(&p) == path);
-    Ok(found)
-}
-
-/// Mount points listed in a mountinfo text, with octal escapes (`\040` for space) decoded.
-pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(unescape_mountinfo)
-}
-
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_mountinfo_with_escapes() {
-        let info = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
-                    37 35 98:0 / / rw - ext4 /dev/sda1 rw\n";
-        let points: Vec<String> = mount_points(info).collect();
-        assert_eq!(points, vec!["/mnt/with space", "/"]);
-    }
+/// Whether `path` is a mount point in this process's mount namespace (the product's own mountinfo reader).
+fn is_mount_point(path: &Path) -> Result<bool, Error> {
+    crate::mount::is_mount_point(path).map_err(|e| match e {
+        crate::mount::Error::MountInfo(source) => Error::MountInfo { source },
+        other => Error::MountInfo {
+            source: io::Error::other(other.to_string()),
+        },
+    })
 }

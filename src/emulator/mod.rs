@@ -33,7 +33,6 @@ use tracing::error;
 use uuid::Uuid;
 
 // Mount-table helpers, re-exported so tests can check mounts the same way the agent does.
-pub use agent::{is_mount_point, mount_points};
 pub use api::{FLOCKER_VERSION, IF_MATCHES_HEADER, TAG_HEADER};
 pub use error::Error;
 

@@ -7,7 +7,8 @@ mod reply;
 mod wire;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -161,13 +162,39 @@ fn create_options(
     Ok(CreateOptions(out))
 }
 
-async fn create<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+/// Decodes the request, runs the driver call, logs one line and renders the answer.
+async fn handle<R, T, F, Fut>(
+    call: &'static str,
+    body: Body,
+    run: F,
+    render: impl FnOnce(T) -> Value,
+) -> Response
+where
+    R: wire::Call,
+    F: FnOnce(R) -> Fut,
+    Fut: Future<Output = Result<T, driver::Error>>,
+{
     let started = Instant::now();
-    let request: wire::CreateRequest = match decode("VolumeDriver.Create", body).await {
-        Ok(r) => r,
+    let request: R = match decode(call, body).await {
+        Ok(request) => request,
         Err(response) => return response,
     };
-    let result = async {
+    let volume = request.volume().to_string();
+    let id = request.id().map(str::to_string);
+    let result = run(request).await;
+    finish(call, &volume, id.as_deref(), started, result, render)
+}
+
+fn mount_id(request: &wire::MountRequest) -> MountId {
+    MountId(request.id.clone().unwrap_or_default())
+}
+
+fn mountpoint_json(path: PathBuf) -> Value {
+    json!({ "Mountpoint": path.display().to_string() })
+}
+
+async fn create<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
+    let run = |request: wire::CreateRequest| async move {
         let name = volume_name(&request.name)?;
         let opts =
             create_options(request.opts).map_err(|(key, value)| driver::Error::InvalidOption {
@@ -177,113 +204,63 @@ async fn create<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Re
                 reason: "option values must be strings".into(),
             })?;
         driver.create(&name, opts).await
-    }
-    .await;
-    finish(
-        "VolumeDriver.Create",
-        &request.name,
-        None,
-        started,
-        result,
-        |()| json!({}),
-    )
+    };
+    handle("VolumeDriver.Create", body, run, |()| json!({})).await
 }
 
 async fn remove<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
-    let started = Instant::now();
-    let request: wire::NameRequest = match decode("VolumeDriver.Remove", body).await {
-        Ok(r) => r,
-        Err(response) => return response,
+    let run = |request: wire::NameRequest| async move {
+        driver.remove(&volume_name(&request.name)?).await
     };
-    let result = async { driver.remove(&volume_name(&request.name)?).await }.await;
-    finish(
-        "VolumeDriver.Remove",
-        &request.name,
-        None,
-        started,
-        result,
-        |()| json!({}),
-    )
+    handle("VolumeDriver.Remove", body, run, |()| json!({})).await
 }
 
 async fn mount<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
-    let started = Instant::now();
-    let request: wire::MountRequest = match decode("VolumeDriver.Mount", body).await {
-        Ok(r) => r,
-        Err(response) => return response,
+    let run = |request: wire::MountRequest| async move {
+        driver
+            .mount(&volume_name(&request.name)?, &mount_id(&request))
+            .await
     };
-    let id = MountId(request.id.clone().unwrap_or_default());
-    let result = async { driver.mount(&volume_name(&request.name)?, &id).await }.await;
-    finish(
-        "VolumeDriver.Mount",
-        &request.name,
-        request.id.as_deref(),
-        started,
-        result,
-        |p| json!({ "Mountpoint": p.display().to_string() }),
-    )
+    handle("VolumeDriver.Mount", body, run, mountpoint_json).await
 }
 
 async fn unmount<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
-    let started = Instant::now();
-    let request: wire::MountRequest = match decode("VolumeDriver.Unmount", body).await {
-        Ok(r) => r,
-        Err(response) => return response,
+    let run = |request: wire::MountRequest| async move {
+        driver
+            .unmount(&volume_name(&request.name)?, &mount_id(&request))
+            .await
     };
-    let id = MountId(request.id.clone().unwrap_or_default());
-    let result = async { driver.unmount(&volume_name(&request.name)?, &id).await }.await;
-    finish(
-        "VolumeDriver.Unmount",
-        &request.name,
-        request.id.as_deref(),
-        started,
-        result,
-        |()| json!({}),
-    )
+    handle("VolumeDriver.Unmount", body, run, |()| json!({})).await
 }
 
 async fn path<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
-    let started = Instant::now();
-    let request: wire::NameRequest = match decode("VolumeDriver.Path", body).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let result = async { driver.path(&volume_name(&request.name)?).await }.await;
-    finish(
-        "VolumeDriver.Path",
-        &request.name,
-        None,
-        started,
-        result,
-        |p| json!({ "Mountpoint": p.display().to_string() }),
-    )
+    let run =
+        |request: wire::NameRequest| async move { driver.path(&volume_name(&request.name)?).await };
+    handle("VolumeDriver.Path", body, run, mountpoint_json).await
 }
 
 async fn get<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
-    let started = Instant::now();
-    let request: wire::NameRequest = match decode("VolumeDriver.Get", body).await {
-        Ok(r) => r,
-        Err(response) => return response,
-    };
-    let result = async { driver.get(&volume_name(&request.name)?).await }.await;
-    finish(
+    let run =
+        |request: wire::NameRequest| async move { driver.get(&volume_name(&request.name)?).await };
+    handle(
         "VolumeDriver.Get",
-        &request.name,
-        None,
-        started,
-        result,
+        body,
+        run,
         |info| json!({ "Volume": volume_json(info, true) }),
     )
+    .await
 }
 
 async fn list<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Response {
-    let started = Instant::now();
-    if let Err(response) = decode::<Value>("VolumeDriver.List", body).await {
-        return response;
-    }
-    let result = driver.list().await;
-    finish("VolumeDriver.List", "*", None, started, result, |volumes| {
-        let volumes: Vec<_> = volumes.into_iter().map(|v| volume_json(v, false)).collect();
-        json!({ "Volumes": volumes })
-    })
+    let run = |_: wire::ListRequest| async move { driver.list().await };
+    handle(
+        "VolumeDriver.List",
+        body,
+        run,
+        |volumes: Vec<VolumeInfo>| {
+            let volumes: Vec<_> = volumes.into_iter().map(|v| volume_json(v, false)).collect();
+            json!({ "Volumes": volumes })
+        },
+    )
+    .await
 }

@@ -36,6 +36,47 @@ pub struct MountRequest {
     pub id: Option<String>,
 }
 
+/// What the log line needs from a request.
+pub trait Call: serde::de::DeserializeOwned {
+    /// The volume the call is about (`*` for List).
+    fn volume(&self) -> &str;
+    /// The engine's mount ID, for Mount and Unmount.
+    fn id(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Call for NameRequest {
+    fn volume(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Call for CreateRequest {
+    fn volume(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Call for MountRequest {
+    fn volume(&self) -> &str {
+        &self.name
+    }
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+}
+
+/// List (and any call whose body is `{}`): the engine sends an empty object.
+#[derive(Debug, Deserialize)]
+pub struct ListRequest {}
+
+impl Call for ListRequest {
+    fn volume(&self) -> &str {
+        "*"
+    }
+}
+
 /// A volume in Get and List answers.
 #[derive(Debug, Serialize)]
 pub struct Volume {

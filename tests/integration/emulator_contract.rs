@@ -9,6 +9,7 @@
 //! on stderr when run against a real service. Tests that mount need root: they panic under
 //! `CI=true` and print a skip notice otherwise. This module is self-contained on purpose.
 
+use crate::util::require_root;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -256,22 +257,8 @@ impl ControlServiceUnderTest {
     }
 }
 
-/// True if mounting is possible; otherwise panics under `CI=true` or prints a skip notice.
-fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root (real bind mounts) and CI=true forbids skipping");
-    }
-    eprintln!("SKIP {test}: needs root for real bind mounts");
-    false
-}
-
 fn is_mount_point(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let found = emulator::mount_points(&info).any(|p| Path::new(&p) == path);
-    found
+    flocker_docker_plugin::mount::is_mount_point(path).unwrap()
 }
 
 fn id_of(dataset: &Value) -> String {
