@@ -258,14 +258,10 @@ impl FlockerDriver {
     }
 
     fn remember(&self, config: &Configuration) {
-        let me = self.current_node();
-        let mut known = BTreeMap::new();
-        for dataset in live_named(&config.datasets) {
-            let name = dataset.name().unwrap_or_default();
-            if let Some(chosen) = pick(&config.datasets, name, me) {
-                known.insert(name.to_string(), known_volume(chosen));
-            }
-        }
+        let known: BTreeMap<String, KnownVolume> = by_name(&config.datasets, self.current_node())
+            .into_iter()
+            .map(|(name, dataset)| (name.to_string(), known_volume(dataset)))
+            .collect();
         let changed = {
             let mut records = self.records();
             let changed = records.known != known;
@@ -705,21 +701,10 @@ impl VolumeDriver for FlockerDriver {
 
     async fn list(&self) -> Result<Vec<VolumeInfo>> {
         match self.configuration(&"*").await {
-            Ok(config) => {
-                let me = self.current_node();
-                let mut seen = HashSet::new();
-                let mut volumes = Vec::new();
-                for dataset in live_named(&config.datasets) {
-                    let name = dataset.name().unwrap_or_default();
-                    // One entry per name: Docker keys volumes by name.
-                    if seen.insert(name.to_string()) {
-                        let chosen = pick(&config.datasets, name, me).unwrap_or(dataset);
-                        volumes.push(self.info(chosen, name));
-                    }
-                }
-                volumes.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(volumes)
-            }
+            Ok(config) => Ok(by_name(&config.datasets, self.current_node())
+                .into_iter()
+                .map(|(name, dataset)| self.info(dataset, name))
+                .collect()),
             Err(Error::ControlService { source, .. }) if source.is_unavailable() => {
                 let records = self.records().clone();
                 if records.known.is_empty() {
@@ -746,8 +731,13 @@ fn live_named(datasets: &[DatasetConfig]) -> impl Iterator<Item = &DatasetConfig
     datasets.iter().filter(|d| !d.deleted && d.name().is_some())
 }
 
-/// The dataset a name refers to. Names made outside the plugin need not be unique (flocker-upstream.md
-/// §7.12), so choose deterministically: one on this node first, then the lowest dataset ID.
+/// Which of several datasets with one name comes first. Names made outside the plugin need not be unique
+/// (flocker-upstream.md §7.12), so choose deterministically: one on this node, then the lowest dataset ID.
+fn preference(dataset: &DatasetConfig, me: Option<NodeId>) -> (bool, DatasetId) {
+    (me.is_none() || dataset.primary != me, dataset.dataset_id)
+}
+
+/// The dataset a name refers to.
 fn pick<'a>(
     datasets: &'a [DatasetConfig],
     name: &str,
@@ -755,7 +745,22 @@ fn pick<'a>(
 ) -> Option<&'a DatasetConfig> {
     live_named(datasets)
         .filter(|d| d.name() == Some(name))
-        .min_by_key(|d| (me.is_none() || d.primary != me, d.dataset_id))
+        .min_by_key(|d| preference(d, me))
+}
+
+/// The dataset each name refers to, in one pass, sorted by name (Docker keys volumes by name).
+fn by_name(datasets: &[DatasetConfig], me: Option<NodeId>) -> BTreeMap<&str, &DatasetConfig> {
+    let mut chosen: BTreeMap<&str, &DatasetConfig> = BTreeMap::new();
+    for dataset in live_named(datasets) {
+        let name = dataset.name().unwrap_or_default();
+        match chosen.get(name) {
+            Some(current) if preference(current, me) <= preference(dataset, me) => {}
+            _ => {
+                chosen.insert(name, dataset);
+            }
+        }
+    }
+    chosen
 }
 
 fn known_volume(dataset: &DatasetConfig) -> KnownVolume {
@@ -869,6 +874,9 @@ mod tests {
             pick(&datasets, "V", Some(me)).is_none(),
             "names are case-sensitive"
         );
+        let chosen = by_name(&datasets, Some(me));
+        assert_eq!(chosen.keys().copied().collect::<Vec<_>>(), ["v", "w"]);
+        assert_eq!(chosen["v"], &datasets[2], "the same choice as pick");
     }
 
     #[test]
