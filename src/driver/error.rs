@@ -60,12 +60,12 @@ pub enum Error {
         name: String,
     },
     /// The dataset did not arrive in time. The first sentence is the original plugin's.
-    #[error("Timed out waiting for dataset to mount. Volume {name} (dataset {dataset}) was not on this node after {}s ({detail}); the move goes on, so retrying joins it", waited.as_secs())]
+    #[error("Timed out waiting for dataset to mount. Volume {name}{} was not on this node after {}s ({detail}); the move goes on, so retrying joins it", dataset.map(|d| format!(" (dataset {d})")).unwrap_or_default(), waited.as_secs())]
     Timeout {
         /// The volume.
         name: String,
-        /// Its dataset.
-        dataset: DatasetId,
+        /// Its dataset, when known.
+        dataset: Option<DatasetId>,
         /// How long this call waited.
         waited: Duration,
         /// The last thing seen.

@@ -81,6 +81,8 @@ struct Inner {
     watcher: Arc<StateWatcher>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     records: Mutex<Records>,
+    /// Serialises snapshot-and-write, so an older snapshot never overwrites a newer one on disk.
+    save_lock: Mutex<()>,
 }
 
 impl FlockerDriver {
@@ -109,6 +111,7 @@ impl FlockerDriver {
                 identity,
                 locks: Mutex::new(HashMap::new()),
                 records: Mutex::new(records),
+                save_lock: Mutex::new(()),
             }),
         };
         if let Err(e) = driver.save("*") {
@@ -208,6 +211,7 @@ impl FlockerDriver {
     }
 
     fn save(&self, name: &str) -> Result<()> {
+        let _writing = self.inner.save_lock.lock().expect("save lock");
         let snapshot = self.records().clone();
         self.inner
             .settings
@@ -475,7 +479,7 @@ impl FlockerDriver {
             .await
             .map_err(|_| Error::Timeout {
                 name: name.to_string(),
-                dataset: dataset_id,
+                dataset: Some(dataset_id),
                 waited: started.elapsed(),
                 detail: last.clone(),
             })?;
@@ -626,8 +630,7 @@ impl VolumeDriver for FlockerDriver {
                     .records()
                     .known
                     .get(name.as_str())
-                    .map(|k| k.dataset_id)
-                    .unwrap_or(DatasetId(uuid::Uuid::nil())),
+                    .map(|k| k.dataset_id),
                 waited: self.inner.settings.mount_timeout,
                 detail: "another Mount of this volume was still in progress".into(),
             });
