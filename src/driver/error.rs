@@ -111,14 +111,4 @@ pub enum Error {
         /// The failure.
         source: mount::Error,
     },
-    /// The state file could not be written.
-    #[error("volume {name}: cannot save the plugin state in {path}: {reason}; check STATE_DIR")]
-    State {
-        /// The volume.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
 }

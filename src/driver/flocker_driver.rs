@@ -114,9 +114,7 @@ impl FlockerDriver {
                 save_lock: Mutex::new(()),
             }),
         };
-        if let Err(e) = driver.save("*") {
-            error!(error = %e, "cannot save state");
-        }
+        driver.save();
         driver
     }
 
@@ -201,27 +199,22 @@ impl FlockerDriver {
                 warn!(dataset = %lease.dataset_id, error = %e, "reconcile: lease release failed");
             }
         }
-        if let Err(e) = self.save("*") {
-            error!(error = %e, "cannot save state");
-        }
+        self.save();
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, Records> {
         self.inner.records.lock().expect("records lock")
     }
 
-    fn save(&self, name: &str) -> Result<()> {
+    /// Writes the state file. It only serves crash recovery (memory is authoritative), so a failed write
+    /// is logged loudly rather than failing a call whose mount and lease already exist.
+    fn save(&self) {
         let _writing = self.inner.save_lock.lock().expect("save lock");
         let snapshot = self.records().clone();
-        self.inner
-            .settings
-            .state_file
-            .save(&snapshot)
-            .map_err(|reason| Error::State {
-                name: name.into(),
-                path: self.inner.settings.state_file.path().into(),
-                reason,
-            })
+        let file = &self.inner.settings.state_file;
+        if let Err(reason) = file.save(&snapshot) {
+            error!(path = %file.path().display(), %reason, "cannot save the plugin state; mounts will not survive a plugin restart; check STATE_DIR");
+        }
     }
 
     async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
@@ -273,9 +266,7 @@ impl FlockerDriver {
             changed
         };
         if changed {
-            if let Err(e) = self.save("*") {
-                warn!(error = %e, "cannot save the known-volume cache");
-            }
+            self.save();
         }
     }
 
@@ -519,7 +510,7 @@ impl FlockerDriver {
                 ids: BTreeMap::from([(id.0.clone(), 1)]),
             },
         );
-        self.save(name.as_str())?;
+        self.save();
         info!(volume = %name, dataset = %dataset_id, mountpoint = %mountpoint.display(), "mounted");
         Ok(mountpoint)
     }
@@ -608,7 +599,8 @@ impl VolumeDriver for FlockerDriver {
                 Ok(_) | Err(flocker::Error::NotFound { .. }) => {
                     info!(volume = %name, dataset = %dataset_id, "deleted dataset");
                     self.records().known.remove(name.as_str());
-                    return self.save(name.as_str());
+                    self.save();
+                    return Ok(());
                 }
                 Err(e @ flocker::Error::ConfigurationChanged { .. }) => {
                     last = Some(e);
@@ -637,7 +629,7 @@ impl VolumeDriver for FlockerDriver {
         };
         let already = self.records().add_if_mounted(name.as_str(), &id.0);
         if let Some(mountpoint) = already {
-            self.save(name.as_str())?;
+            self.save();
             return Ok(mountpoint);
         }
         self.mount_locked(name, id, node, deadline).await
@@ -651,10 +643,14 @@ impl VolumeDriver for FlockerDriver {
                 info!(volume = %name, id = %id, "unmount of a volume or ID not mounted here; nothing to do");
                 Ok(())
             }
-            Released::StillMounted(_) => self.save(name.as_str()),
+            Released::StillMounted(_) => {
+                self.save();
+                Ok(())
+            }
             Released::Last(record) => {
                 if let Err(source) = self.unbind(&record) {
-                    // Keep the record so the mount is not forgotten; a later Unmount or start retries.
+                    // Keep the record (with no users) so the bind is not forgotten: a later Mount reuses it,
+                    // and the next start unmounts it.
                     self.records().mounts.insert(
                         name.to_string(),
                         MountRecord {
@@ -662,13 +658,13 @@ impl VolumeDriver for FlockerDriver {
                             ..record
                         },
                     );
-                    self.save(name.as_str())?;
+                    self.save();
                     return Err(Error::Mount {
                         name: name.to_string(),
                         source,
                     });
                 }
-                self.save(name.as_str())?;
+                self.save();
                 self.release_lease(name, record.dataset_id).await;
                 info!(volume = %name, dataset = %record.dataset_id, "unmounted");
                 Ok(())

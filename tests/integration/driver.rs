@@ -638,3 +638,24 @@ async fn legacy_mode_hands_out_the_agent_path() {
     plugin.stop().await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn unwritable_state_dir_does_not_fail_or_leak_mounts() {
+    if !require_root("unwritable_state_dir_does_not_fail_or_leak_mounts") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let blocker = cluster.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "a file where STATE_DIR's parent should be").unwrap();
+    let mut settings = cluster.settings(0);
+    settings.state_file = flocker_docker_plugin::driver::StateFile::in_dir(&blocker.join("state"));
+    let plugin = cluster.plugin_with(0, settings).await;
+    plugin.docker.create("nostate", json!({})).await.unwrap();
+    let path = plugin.docker.mount("nostate", "c").await.unwrap();
+    assert!(is_mounted(&path));
+    plugin.docker.unmount("nostate", "c").await.unwrap();
+    assert!(!is_mounted(&path));
+    assert!(cluster.emulator.leases().is_empty());
+    plugin.stop().await;
+    cluster.stop().await;
+}
