@@ -211,7 +211,7 @@ impl Config {
             Some(text) => parse_duration(&text).ok_or_else(|| Error::Invalid {
                 key: "MOUNT_TIMEOUT",
                 value: text.clone(),
-                reason: "use a duration such as 110s or 2m, between 1s and 1h".into(),
+                reason: "use a duration such as 110s or 90s, between 1s and 115s (Docker gives up on a Mount after 120s)".into(),
             })?,
             None => Duration::from_secs(110),
         };
@@ -352,14 +352,14 @@ fn control_url_from_agent_yml(path: &Path) -> Result<reqwest::Url, Error> {
     )
 }
 
-/// `110s`, `2m`, `1m30s`, `500ms`, or a plain number of seconds; between 1 s and 1 h.
+/// `110s`, `1m30s`, or a plain number of seconds; between 1 s and 115 s, inside Docker's 120 s Mount deadline.
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let duration = match text.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => humantime::parse_duration(text).ok()?,
     };
-    (Duration::from_secs(1)..=Duration::from_secs(3600))
+    (Duration::from_secs(1)..=Duration::from_secs(115))
         .contains(&duration)
         .then_some(duration)
 }
@@ -501,7 +501,8 @@ mod tests {
             ("DEFAULT_SIZE", "lots", "is not a size"),
             ("DEFAULT_SIZE", "1M", "64 MiB minimum"),
             ("MOUNT_TIMEOUT", "forever", "duration"),
-            ("MOUNT_TIMEOUT", "0s", "between 1s and 1h"),
+            ("MOUNT_TIMEOUT", "0s", "between 1s and 115s"),
+            ("MOUNT_TIMEOUT", "10m", "Docker gives up"),
             ("LOG_FORMAT", "xml", "text or json"),
             ("SOCKET", "relative.sock", "absolute path"),
             ("PROPAGATED_MOUNT", "mnt", "absolute path"),

@@ -111,4 +111,10 @@ pub enum Error {
         /// The failure.
         source: mount::Error,
     },
+    /// A bug or a crashed task; should not happen.
+    #[error("internal error: {what}; please report it with the plugin log")]
+    Internal {
+        /// What went wrong.
+        what: String,
+    },
 }

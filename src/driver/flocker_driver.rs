@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{timeout_at, Instant};
 use tracing::{error, info, warn};
 
@@ -30,8 +30,6 @@ use crate::size::Size;
 
 /// Conditional create attempts on 412, as upstream (flocker-upstream.md §1.5: 20 attempts, 1 ms apart).
 const CREATE_ATTEMPTS: usize = 20;
-/// How long a failed lease release keeps being retried in the background.
-const LEASE_RELEASE_RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// The driver's settings, taken from [`Config`].
 #[derive(Debug, Clone)]
@@ -118,8 +116,10 @@ impl FlockerDriver {
         driver
     }
 
-    /// Once the node is known: drops mounts of datasets that were deleted or moved away, re-takes the
+    /// Once the node is known: drops mounts of datasets that were deleted or really moved away, re-takes the
     /// leases of volumes still mounted, and releases leases this node holds for volumes it no longer mounts.
+    /// A dataset configured elsewhere but still here under this node's lease is in use here: it is kept,
+    /// and its configuration is pointed back at this node.
     pub async fn reconcile(&self) {
         let mut identity = self.inner.identity.clone();
         let node = match identity.wait_for(|i| matches!(i, Identity::Known(_))).await {
@@ -130,10 +130,11 @@ impl FlockerDriver {
             Err(_) => return,
         };
         let mut delay = Duration::from_millis(200);
-        let (config, leases) = loop {
+        let (config, leases, state) = loop {
             match tokio::try_join!(
                 self.inner.client.configuration(),
-                self.inner.client.leases()
+                self.inner.client.leases(),
+                self.inner.client.state()
             ) {
                 Ok(answer) => break answer,
                 Err(e) => {
@@ -156,22 +157,37 @@ impl FlockerDriver {
             let Some(record) = self.records().mounts.get(&name).cloned() else {
                 continue;
             };
-            let here = by_id
-                .get(&record.dataset_id)
-                .is_some_and(|d| d.primary == Some(node));
-            if !here {
-                warn!(volume = %name, dataset = %record.dataset_id, "reconcile: dataset deleted or moved away; unmounting");
-                if let Err(e) = self.unbind(&record) {
-                    error!(volume = %name, error = %e, "reconcile: unmount failed");
+            let dataset = record.dataset_id;
+            let leased_here = leases
+                .iter()
+                .any(|l| l.dataset_id == dataset && l.node_uuid == node);
+            let shown_here = state
+                .iter()
+                .any(|s| s.dataset_id == dataset && s.primary == Some(node) && s.path.is_some());
+            match by_id.get(&dataset).map(|d| d.primary == Some(node)) {
+                Some(true) => {}
+                Some(false) if leased_here && shown_here => {
+                    warn!(volume = %name, dataset = %dataset, "reconcile: configured on another node but kept here by this node's lease; pointing it back here");
+                    if let Err(e) = self.inner.client.move_dataset(dataset, node).await {
+                        error!(volume = %name, error = %e, "reconcile: cannot point the dataset back here");
+                    }
+                }
+                gone => {
+                    let why = if gone.is_none() {
+                        "deleted"
+                    } else {
+                        "moved away"
+                    };
+                    warn!(volume = %name, dataset = %dataset, why, "reconcile: dataset gone; unmounting");
+                    if let Err(e) = self.unbind(&record) {
+                        error!(volume = %name, error = %e, "reconcile: unmount failed");
+                        continue;
+                    }
+                    self.records().mounts.remove(&name);
                     continue;
                 }
-                self.records().mounts.remove(&name);
-            } else if let Err(e) = self
-                .inner
-                .client
-                .acquire_lease(record.dataset_id, node)
-                .await
-            {
+            }
+            if let Err(e) = self.inner.client.acquire_lease(dataset, node).await {
                 error!(volume = %name, error = %e, "reconcile: cannot re-take the lease");
             }
         }
@@ -220,6 +236,10 @@ impl FlockerDriver {
     async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.inner.locks.lock().expect("locks lock");
+            // Every anonymous volume is a new name: forget locks nobody holds or waits for.
+            if locks.len() > 256 {
+                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
             Arc::clone(locks.entry(name.to_string()).or_default())
         };
         lock.lock_owned().await
@@ -395,10 +415,10 @@ impl FlockerDriver {
         }
     }
 
+    /// Until it works or the volume is mounted here again: a lease left behind pins the dataset here.
     async fn retry_release(&self, name: VolumeName, dataset: DatasetId) {
-        let give_up = Instant::now() + LEASE_RELEASE_RETRY_FOR;
         let mut delay = Duration::from_millis(500);
-        while Instant::now() < give_up {
+        loop {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
             let _guard = self.lock(name.as_str()).await;
@@ -415,7 +435,6 @@ impl FlockerDriver {
                 }
             }
         }
-        error!(volume = %name, dataset = %dataset, "gave up releasing the lease; it is released at the next plugin start");
     }
 
     fn info(&self, dataset: &DatasetConfig, name: &str) -> VolumeInfo {
@@ -431,33 +450,60 @@ impl FlockerDriver {
         }
     }
 
+    /// Mounts a volume not mounted here (or whose bind vanished: `carried` keeps its engine IDs).
     async fn mount_locked(
         &self,
         name: &VolumeName,
         id: &MountId,
         node: NodeId,
         deadline: Instant,
+        carried: BTreeMap<String, u32>,
     ) -> Result<PathBuf> {
-        let started = deadline - self.inner.settings.mount_timeout;
         let dataset = self.find(name).await?;
         let dataset_id = dataset.dataset_id;
-        if dataset.primary != Some(node) {
-            let leases = self
-                .inner
-                .client
-                .leases()
-                .await
-                .map_err(Self::control(name))?;
-            if let Some(lease) = leases
-                .iter()
-                .find(|l| l.dataset_id == dataset_id && l.node_uuid != node)
-            {
-                return Err(in_use_elsewhere(
-                    name,
-                    dataset_id,
-                    &lease.node_uuid.to_string(),
-                ));
+        // Lease first: the control service grants it to one node only (409 for the others), so two
+        // nodes racing for a volume cannot both move it, and the loser learns at once where it is used.
+        self.take_lease(name, dataset_id, node).await?;
+        match self.arrive_and_bind(name, &dataset, node, deadline).await {
+            Ok(mountpoint) => {
+                let mut ids = carried;
+                *ids.entry(id.0.clone()).or_default() += 1;
+                self.records().mounts.insert(
+                    name.to_string(),
+                    MountRecord {
+                        dataset_id,
+                        mountpoint: mountpoint.clone(),
+                        ids,
+                    },
+                );
+                self.save();
+                info!(volume = %name, dataset = %dataset_id, mountpoint = %mountpoint.display(), "mounted");
+                Ok(mountpoint)
             }
+            Err(e) if carried.is_empty() => {
+                // Nothing here uses it: no lease left behind. A retry takes it again and joins the move.
+                self.release_lease(name, dataset_id).await;
+                Err(e)
+            }
+            Err(e) => {
+                // Containers still use it through their own mounts: keep the lease and the record.
+                warn!(volume = %name, error = %e, "re-mounting a vanished bind failed; keeping the lease for the containers still using it");
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves the dataset here if needed, waits for the agent, checks its mount and binds it for Docker.
+    async fn arrive_and_bind(
+        &self,
+        name: &VolumeName,
+        dataset: &DatasetConfig,
+        node: NodeId,
+        deadline: Instant,
+    ) -> Result<PathBuf> {
+        let started = deadline - self.inner.settings.mount_timeout;
+        let dataset_id = dataset.dataset_id;
+        if dataset.primary != Some(node) {
             info!(volume = %name, dataset = %dataset_id, from = ?dataset.primary.map(|n| n.to_string()), to = %node, "moving dataset here");
             self.inner
                 .client
@@ -487,32 +533,110 @@ impl FlockerDriver {
                 seen: source,
             });
         }
-        self.take_lease(name, dataset_id, node).await?;
-        let mountpoint = match &self.inner.settings.mount_mode {
-            MountMode::Legacy => source,
+        match &self.inner.settings.mount_mode {
+            MountMode::Legacy => Ok(source),
             MountMode::Propagated(dir) => {
                 let target = dir.join(dataset_id.to_string());
-                if let Err(e) = mount::bind(&source, &target) {
-                    self.release_lease(name, dataset_id).await;
-                    return Err(Error::Mount {
-                        name: name.to_string(),
-                        source: e,
-                    });
+                mount::bind(&source, &target).map_err(|e| Error::Mount {
+                    name: name.to_string(),
+                    source: e,
+                })?;
+                Ok(target)
+            }
+        }
+    }
+
+    /// Whether the mount handed to Docker is still there (an admin may have unmounted it).
+    fn still_mounted(record: &MountRecord) -> bool {
+        mount::is_mount_point(&record.mountpoint).unwrap_or(true)
+    }
+
+    async fn mount_now(&self, name: &VolumeName, id: &MountId) -> Result<PathBuf> {
+        let deadline = Instant::now() + self.inner.settings.mount_timeout;
+        let node = self.node(name)?;
+        let Ok(_guard) = timeout_at(deadline, self.lock(name.as_str())).await else {
+            return Err(Error::Timeout {
+                name: name.to_string(),
+                dataset: self
+                    .records()
+                    .known
+                    .get(name.as_str())
+                    .map(|k| k.dataset_id),
+                waited: self.inner.settings.mount_timeout,
+                detail: "another Mount of this volume was still in progress".into(),
+            });
+        };
+        let existing = self.records().mounts.get(name.as_str()).cloned();
+        let mut carried = BTreeMap::new();
+        if let Some(record) = existing {
+            if Self::still_mounted(&record) {
+                let mountpoint = self.records().add_if_mounted(name.as_str(), &id.0);
+                self.save();
+                return Ok(mountpoint.unwrap_or(record.mountpoint));
+            }
+            // Never hand Docker a path that is no longer a mount: bind it again, keeping the counts.
+            warn!(volume = %name, mountpoint = %record.mountpoint.display(), "the bind mount vanished; mounting again");
+            self.records().mounts.remove(name.as_str());
+            carried = record.ids.clone();
+            let restored = self
+                .mount_locked(name, id, node, deadline, carried.clone())
+                .await;
+            if restored.is_err() {
+                self.records().mounts.insert(name.to_string(), record);
+                self.save();
+            }
+            return restored;
+        }
+        self.mount_locked(name, id, node, deadline, carried).await
+    }
+
+    async fn unmount_now(&self, name: &VolumeName, id: &MountId) -> Result<()> {
+        let _guard = self.lock(name.as_str()).await;
+        let released = {
+            let mut records = self.records();
+            match records.mounts.get(name.as_str()) {
+                // Left with no users by an earlier failed unmount: try again now.
+                Some(record) if record.count() == 0 => {
+                    Released::Last(records.mounts.remove(name.as_str()).expect("present above"))
                 }
-                target
+                _ => records.release(name.as_str(), &id.0),
             }
         };
-        self.records().mounts.insert(
-            name.to_string(),
-            MountRecord {
-                dataset_id,
-                mountpoint: mountpoint.clone(),
-                ids: BTreeMap::from([(id.0.clone(), 1)]),
-            },
-        );
+        match released {
+            Released::Unknown => {
+                info!(volume = %name, id = %id, "unmount of a volume or ID not mounted here; nothing to do");
+                Ok(())
+            }
+            Released::StillMounted(_) => {
+                self.save();
+                Ok(())
+            }
+            Released::Last(record) => self.unmount_last(name, record).await,
+        }
+    }
+
+    /// Removes the bind and releases the lease of a volume nobody here uses any more.
+    async fn unmount_last(&self, name: &VolumeName, record: MountRecord) -> Result<()> {
+        if let Err(source) = self.unbind(&record) {
+            // Keep the record (with no users) so the bind is not forgotten: the next Unmount, Remove
+            // or start tries again, and a Mount reuses it meanwhile.
+            self.records().mounts.insert(
+                name.to_string(),
+                MountRecord {
+                    ids: BTreeMap::new(),
+                    ..record
+                },
+            );
+            self.save();
+            return Err(Error::Mount {
+                name: name.to_string(),
+                source,
+            });
+        }
         self.save();
-        info!(volume = %name, dataset = %dataset_id, mountpoint = %mountpoint.display(), "mounted");
-        Ok(mountpoint)
+        self.release_lease(name, record.dataset_id).await;
+        info!(volume = %name, dataset = %record.dataset_id, "unmounted");
+        Ok(())
     }
 }
 
@@ -560,14 +684,20 @@ impl VolumeDriver for FlockerDriver {
 
     async fn remove(&self, name: &VolumeName) -> Result<()> {
         let _guard = self.lock(name.as_str()).await;
-        if let Some(record) = self.records().mounts.get(name.as_str()) {
-            return Err(Error::InUse {
-                name: name.to_string(),
-                place: format!(
-                    "on this node ({} mount(s) by containers here)",
-                    record.count()
-                ),
-            });
+        let record = self.records().mounts.get(name.as_str()).cloned();
+        if let Some(record) = record {
+            if record.count() > 0 {
+                return Err(Error::InUse {
+                    name: name.to_string(),
+                    place: format!(
+                        "on this node ({} mount(s) by containers here)",
+                        record.count()
+                    ),
+                });
+            }
+            // Left with no users by an earlier failed unmount: finish that first.
+            self.records().mounts.remove(name.as_str());
+            self.unmount_last(name, record).await?;
         }
         let mut last = None;
         for _ in 0..CREATE_ATTEMPTS {
@@ -613,63 +743,40 @@ impl VolumeDriver for FlockerDriver {
     }
 
     async fn mount(&self, name: &VolumeName, id: &MountId) -> Result<PathBuf> {
-        let deadline = Instant::now() + self.inner.settings.mount_timeout;
-        let node = self.node(name)?;
-        let Ok(_guard) = timeout_at(deadline, self.lock(name.as_str())).await else {
-            return Err(Error::Timeout {
-                name: name.to_string(),
-                dataset: self
-                    .records()
-                    .known
-                    .get(name.as_str())
-                    .map(|k| k.dataset_id),
-                waited: self.inner.settings.mount_timeout,
-                detail: "another Mount of this volume was still in progress".into(),
-            });
-        };
-        let already = self.records().add_if_mounted(name.as_str(), &id.0);
-        if let Some(mountpoint) = already {
-            self.save();
-            return Ok(mountpoint);
-        }
-        self.mount_locked(name, id, node, deadline).await
+        // Docker hangs up at its own deadline (or plugin enable's --timeout), which drops this call.
+        // The work runs in its own task so it is never cut off half-way with a lease or bind taken;
+        // if nobody is left to hear the answer, it is undone.
+        let (answer, heard) = oneshot::channel();
+        let driver = self.clone();
+        let (name, id) = (name.clone(), id.clone());
+        tokio::spawn(async move {
+            let result = driver.mount_now(&name, &id).await;
+            let mounted = result.is_ok();
+            if answer.send(result).is_err() && mounted {
+                warn!(volume = %name, id = %id, "Docker gave up on this Mount before it finished; undoing it");
+                if let Err(e) = driver.unmount_now(&name, &id).await {
+                    error!(volume = %name, error = %e, "undoing an abandoned Mount failed");
+                }
+            }
+        });
+        heard.await.unwrap_or_else(|_| {
+            Err(Error::Internal {
+                what: "the Mount task ended without an answer".into(),
+            })
+        })
     }
 
     async fn unmount(&self, name: &VolumeName, id: &MountId) -> Result<()> {
-        let _guard = self.lock(name.as_str()).await;
-        let released = self.records().release(name.as_str(), &id.0);
-        match released {
-            Released::Unknown => {
-                info!(volume = %name, id = %id, "unmount of a volume or ID not mounted here; nothing to do");
-                Ok(())
-            }
-            Released::StillMounted(_) => {
-                self.save();
-                Ok(())
-            }
-            Released::Last(record) => {
-                if let Err(source) = self.unbind(&record) {
-                    // Keep the record (with no users) so the bind is not forgotten: a later Mount reuses it,
-                    // and the next start unmounts it.
-                    self.records().mounts.insert(
-                        name.to_string(),
-                        MountRecord {
-                            ids: BTreeMap::new(),
-                            ..record
-                        },
-                    );
-                    self.save();
-                    return Err(Error::Mount {
-                        name: name.to_string(),
-                        source,
-                    });
-                }
-                self.save();
-                self.release_lease(name, record.dataset_id).await;
-                info!(volume = %name, dataset = %record.dataset_id, "unmounted");
-                Ok(())
-            }
-        }
+        // Runs to completion even if Docker hangs up, so the bind and the lease go together.
+        let driver = self.clone();
+        let (name, id) = (name.clone(), id.clone());
+        tokio::spawn(async move { driver.unmount_now(&name, &id).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::Internal {
+                    what: format!("the Unmount task failed: {e}"),
+                })
+            })
     }
 
     async fn path(&self, name: &VolumeName) -> Result<PathBuf> {

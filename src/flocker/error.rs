@@ -104,10 +104,13 @@ impl Error {
         }
     }
 
-    /// True when the control service could not be talked to at all (so cached answers are better than none).
+    /// True when the control service could not be talked to properly (so cached answers are better than
+    /// none): unreachable, TLS failure, a 5xx, or a 2xx that is not the API's JSON (a proxy's error page).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::Tls { .. })
-            || matches!(self, Error::Status { status, .. } if *status >= 500)
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::Tls { .. } | Error::Decode { .. }
+        ) || matches!(self, Error::Status { status, .. } if *status >= 500)
     }
 }
 

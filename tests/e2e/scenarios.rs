@@ -440,6 +440,15 @@ fn daemon_restart_keeps_volumes_and_leaks_nothing(fx: &Fixture) {
     must(&["volume", "rm", "e2e-keep", "e2e-stop"]);
 }
 
+/// Lines of process `pid`'s mount table whose mount point is `path`.
+fn mount_lines(pid: &str, path: &str) -> usize {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    table
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some(path))
+        .count()
+}
+
 fn plugin_pid() -> Option<String> {
     run("pgrep", &["-f", "^/flocker-docker-plugin"])
         .ok()
@@ -465,6 +474,12 @@ fn plugin_crash_and_disable_enable(fx: &Fixture) {
         docker(&["exec", "e2e-crashy", "cat", "/data/f"]).is_ok()
     });
     let old = plugin_pid().expect("the plugin process runs");
+    let inside = format!("/mnt/flocker/{}", fx.dataset("e2e-crash"));
+    let layers_before = mount_lines(&old, &inside);
+    assert!(
+        layers_before >= 1,
+        "the plugin has the volume bound at {inside}"
+    );
     run("kill", &["-9", &old]).unwrap();
     wait_until(
         "the engine restarts the plugin",
@@ -474,11 +489,14 @@ fn plugin_crash_and_disable_enable(fx: &Fixture) {
     assert_eq!(must(&["exec", "e2e-crashy", "cat", "/data/f"]), "before");
     let id = fx.dataset("e2e-crash");
     assert!(fx.leased().contains(&id), "the lease survives the crash");
+    let new = plugin_pid().expect("the plugin runs again");
+    // Counted in the plugin's own table, without dedup: a second bind on top would add a line.
     assert_eq!(
-        fx.host_binds(),
-        vec![dataset_bind(fx, "e2e-crash")],
+        mount_lines(&new, &inside),
+        layers_before,
         "the old bind is reused, not stacked"
     );
+    assert_eq!(fx.host_binds(), vec![dataset_bind(fx, "e2e-crash")]);
 
     must(&["stop", "-t", "1", "e2e-crashy"]);
     assert!(

@@ -659,3 +659,147 @@ async fn unwritable_state_dir_does_not_fail_or_leak_mounts() {
     plugin.stop().await;
     cluster.stop().await;
 }
+
+// Review finding B1: a restart must not pull a volume from under a running container when the
+// configuration points elsewhere but this node's lease keeps the dataset here.
+#[tokio::test]
+async fn restart_keeps_a_leased_mount_configured_elsewhere() {
+    if !require_root("restart_keeps_a_leased_mount_configured_elsewhere") {
+        return;
+    }
+    let cluster = Cluster::start(2, Convergence::Manual).await;
+    let a = cluster.plugin(0).await;
+    a.docker.create("pinned", json!({})).await.unwrap();
+    cluster.emulator.converge().await;
+    let path = a.docker.mount("pinned", "c").await.unwrap();
+    let id = dataset_id(&cluster.emulator, "pinned");
+    let dataset = flocker_docker_plugin::flocker::DatasetId(id.parse().unwrap());
+    let b = flocker_docker_plugin::flocker::NodeId(cluster.nodes[1].uuid);
+    cluster.client().move_dataset(dataset, b).await.unwrap();
+    cluster.emulator.converge().await;
+    assert!(
+        is_mounted(&cluster.nodes[0].root.join(&id)),
+        "the agent honours A's lease"
+    );
+
+    a.stop().await;
+    let a = cluster.plugin(0).await;
+    assert_eq!(a.docker.path("pinned").await.unwrap(), path);
+    assert!(is_mounted(&path), "the bind the container uses is kept");
+    assert_eq!(
+        cluster.emulator.leases()[0]["node_uuid"],
+        json!(cluster.nodes[0].uuid)
+    );
+    assert_eq!(
+        live_datasets(&cluster.emulator, "pinned")[0]["primary"],
+        json!(cluster.nodes[0].uuid)
+    );
+    a.docker.unmount("pinned", "c").await.unwrap();
+    a.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding B1b: a lease held by another node refuses a Mount at once, even when the
+// configuration already names this node (two nodes raced), instead of timing out.
+#[tokio::test]
+async fn lease_elsewhere_refuses_at_once_even_if_configured_here() {
+    if !require_root("lease_elsewhere_refuses_at_once_even_if_configured_here") {
+        return;
+    }
+    let cluster = Cluster::start(2, Convergence::Manual).await;
+    let a = cluster.plugin(0).await;
+    let mut settings = cluster.settings(1);
+    settings.mount_timeout = Duration::from_secs(2);
+    let b = cluster.plugin_with(1, settings).await;
+    a.docker.create("raced", json!({})).await.unwrap();
+    cluster.emulator.converge().await;
+    a.docker.mount("raced", "c").await.unwrap();
+    let id = dataset_id(&cluster.emulator, "raced");
+    let dataset = flocker_docker_plugin::flocker::DatasetId(id.parse().unwrap());
+    let node_b = flocker_docker_plugin::flocker::NodeId(cluster.nodes[1].uuid);
+    cluster
+        .client()
+        .move_dataset(dataset, node_b)
+        .await
+        .unwrap();
+
+    let err = b.docker.mount("raced", "c").await.unwrap_err();
+    assert!(
+        err.contains(&format!("in use on node {}", cluster.nodes[0].uuid)),
+        "{err}"
+    );
+    assert_eq!(
+        cluster.emulator.leases()[0]["node_uuid"],
+        json!(cluster.nodes[0].uuid)
+    );
+    a.docker.unmount("raced", "c").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding B2: a bind that vanished is mounted again, never handed out as an empty directory.
+#[tokio::test]
+async fn vanished_bind_is_mounted_again_keeping_its_counts() {
+    if !require_root("vanished_bind_is_mounted_again_keeping_its_counts") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let plugin = cluster.plugin(0).await;
+    plugin.docker.create("flaky", json!({})).await.unwrap();
+    let path = plugin.docker.mount("flaky", "c1").await.unwrap();
+    std::fs::write(path.join("kept"), "yes").unwrap();
+    flocker_docker_plugin::mount::unmount_all(&path).unwrap();
+
+    assert_eq!(plugin.docker.mount("flaky", "c2").await.unwrap(), path);
+    assert!(is_mounted(&path));
+    assert_eq!(std::fs::read_to_string(path.join("kept")).unwrap(), "yes");
+    plugin.docker.unmount("flaky", "c1").await.unwrap();
+    assert!(
+        is_mounted(&path),
+        "c2 still uses it; c1's count was carried over"
+    );
+    plugin.docker.unmount("flaky", "c2").await.unwrap();
+    assert!(!is_mounted(&path));
+    assert!(cluster.emulator.leases().is_empty());
+    plugin.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding R1: when Docker hangs up on a Mount (its deadline), the Mount is not cut off
+// half-way; it finishes and, with nobody to answer, is undone: no lease, no bind left.
+#[tokio::test]
+async fn abandoned_mount_is_undone() {
+    if !require_root("abandoned_mount_is_undone") {
+        return;
+    }
+    let cluster = Cluster::start(2, Convergence::Manual).await;
+    let a = cluster.plugin(0).await;
+    let b = cluster.plugin(1).await;
+    b.docker.create("abandoned", json!({})).await.unwrap();
+    cluster.emulator.converge().await;
+    let id = dataset_id(&cluster.emulator, "abandoned");
+    let docker = a.docker.clone();
+    let call = tokio::spawn(async move { docker.mount("abandoned", "c").await });
+    let move_path = format!("/v1/configuration/datasets/{id}");
+    eventually("the Mount asked for the move", || {
+        cluster.emulator.request_count("POST", &move_path) == 1
+    })
+    .await;
+    assert_eq!(
+        cluster.emulator.leases().len(),
+        1,
+        "the lease is taken before the move"
+    );
+    call.abort(); // Docker closes the connection.
+    let _ = call.await;
+    cluster.emulator.converge().await;
+    eventually("the abandoned Mount is undone", || {
+        cluster.emulator.leases().is_empty() && !is_mounted(&cluster.nodes[0].propagated.join(&id))
+    })
+    .await;
+    assert!(a.docker.path("abandoned").await.is_err());
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
