@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub const CLUSTER_NAME: &str = "flocker-cluster";
 
 /// The DNS name every control-service certificate carries, and that clients verify against.
-pub const CONTROL_SERVICE_NAME: &str = "control-service";
+pub use crate::flocker::tls::CONTROL_SERVICE_NAME;
 
 /// What to generate besides the CA and the control-service certificate.
 #[derive(Debug, Clone)]

@@ -22,10 +22,8 @@ use x509_parser::pem::{parse_x509_pem, Pem};
 
 use crate::config::{Config, MountMode};
 use crate::flocker::{self, NodeId};
+use crate::identity::BOOT_ID;
 use crate::mount::{self, MountEntry};
-
-/// The kernel's boot id, which the dataset agent registers as this node's era (SPEC §4).
-pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// A certificate expiring sooner than this is a warning.
 const EXPIRY_WARNING: Duration = Duration::days(30);
@@ -135,7 +133,7 @@ pub async fn run(config: &Config) -> Report {
         Some(client) => {
             let sources = NodeSources {
                 node_uuid: config.node_uuid,
-                era: era_from_boot_id(),
+                era: crate::identity::this_boot_era(),
                 network_identity: config.network_identity.clone(),
             };
             node_identity(&client, &sources).await
@@ -421,12 +419,6 @@ pub struct NodeSources {
     pub era: Option<Uuid>,
     /// `MY_NETWORK_IDENTITY`.
     pub network_identity: Option<String>,
-}
-
-/// This boot's era, or `None` if [`BOOT_ID`] is unreadable.
-pub fn era_from_boot_id() -> Option<Uuid> {
-    let text = fs::read_to_string(BOOT_ID).ok()?;
-    Uuid::parse_str(text.trim()).ok()
 }
 
 /// Resolves this node's identity once, as the daemon would, without retrying.

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::flocker::{self, NodeId};
 
-const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// This boot's ID: a Flocker node's era (flocker-upstream.md §4.1).
+pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
@@ -42,9 +43,7 @@ pub fn discover(client: flocker::Client, sources: Sources) -> watch::Receiver<Id
     }
     let (tx, rx) = watch::channel(Identity::Pending("looking up this node's era".into()));
     tokio::spawn(async move {
-        let era = std::fs::read_to_string(BOOT_ID)
-            .ok()
-            .and_then(|text| Uuid::parse_str(text.trim()).ok());
+        let era = this_boot_era();
         let mut delay = FIRST_RETRY;
         loop {
             let attempt = match (era, sources.network_identity.as_deref()) {
@@ -73,6 +72,12 @@ pub fn discover(client: flocker::Client, sources: Sources) -> watch::Receiver<Id
         }
     });
     rx
+}
+
+/// This boot's era, or `None` if [`BOOT_ID`] is unreadable (then only `MY_NETWORK_IDENTITY` can help).
+pub fn this_boot_era() -> Option<Uuid> {
+    let text = std::fs::read_to_string(BOOT_ID).ok()?;
+    Uuid::parse_str(text.trim()).ok()
 }
 
 async fn by_era(client: &flocker::Client, era: Uuid) -> Result<NodeId, String> {

@@ -11,11 +11,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flocker_docker_plugin::certs::{self, CertOptions};
 use flocker_docker_plugin::emulator::{Config, Convergence, Emulator, Node};
+use flocker_docker_plugin::identity::{this_boot_era, BOOT_ID};
 use tokio::signal::unix::{signal, SignalKind};
 use uuid::Uuid;
-
-/// Where the kernel publishes this boot's id; Flocker calls it the node era.
-const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// File in the data dir that keeps the node uuid stable across restarts.
 const NODE_UUID_FILE: &str = "node-uuid";
@@ -186,8 +184,7 @@ fn persistent_node_uuid(data_dir: &Path) -> Result<Uuid> {
 }
 
 fn boot_id() -> Result<Uuid> {
-    let text = std::fs::read_to_string(BOOT_ID).with_context(|| format!("reading {BOOT_ID}"))?;
-    Uuid::parse_str(text.trim()).with_context(|| format!("parsing {BOOT_ID}"))
+    this_boot_era().with_context(|| format!("reading this node's era from {BOOT_ID}; pass --era"))
 }
 
 /// Parses `500ms`, `1s`, `2m` or a bare number of seconds such as `0` or `1.5`.

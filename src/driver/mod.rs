@@ -18,7 +18,6 @@ pub use error::Error;
 pub use flocker_driver::{DriverSettings, FlockerDriver};
 pub use options::CreateOptions;
 pub use records::StateFile;
-pub use watcher::POLL_INTERVAL;
 
 /// Result of a driver call.
 pub type Result<T> = std::result::Result<T, Error>;

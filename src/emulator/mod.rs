@@ -275,11 +275,6 @@ impl Emulator {
             .collect()
     }
 
-    /// The current configuration tag.
-    pub fn tag(&self) -> String {
-        self.shared.model().tag()
-    }
-
     /// Registers another node (its agent "connects" now), e.g. so `by_era` answers 404 first.
     pub fn add_node(&self, node: Node) -> Result<(), Error> {
         self.shared

@@ -96,12 +96,7 @@ impl Fixture {
         certs::generate(&certs_dir, &certs::CertOptions::default()).unwrap();
         let root = dir.join("flocker");
         let node = Uuid::new_v4();
-        let era = Uuid::parse_str(
-            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .unwrap()
-                .trim(),
-        )
-        .unwrap();
+        let era = flocker_docker_plugin::identity::this_boot_era().expect("this boot's era");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -237,12 +237,7 @@ async fn server_name_control_service_is_accepted_for_any_url_host() {
 #[tokio::test]
 async fn node_identity_waits_for_the_agent_then_resolves_by_era() {
     let cluster = Cluster::start(0, Convergence::Manual).await;
-    let era = Uuid::parse_str(
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
+    let era = flocker_docker_plugin::identity::this_boot_era().expect("this boot's era");
     let mut rx = identity::discover(
         cluster.client(),
         identity::Sources {
