@@ -109,14 +109,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// How mountpoints are handed to Docker (SPEC §5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountMode {
-    /// Managed plugin: bind each dataset under this directory, which Docker maps to the host.
-    Propagated(PathBuf),
-    /// Legacy (v1) plugin in the host's mount namespace: hand out the agent's own path.
-    Legacy,
-}
+pub use crate::driver::MountMode;
 
 /// Validated settings for one daemon.
 #[derive(Debug, Clone)]

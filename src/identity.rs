@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::backoff::Backoff;
 use crate::flocker::{self, NodeId};
 
 /// This boot's ID: a Flocker node's era (flocker-upstream.md §4.1).
@@ -35,8 +37,13 @@ pub struct Sources {
     pub network_identity: Option<String>,
 }
 
-/// Starts discovery; the receiver sees `Known` once it succeeds, and discovery never gives up.
-pub fn discover(client: flocker::Client, sources: Sources) -> watch::Receiver<Identity> {
+/// Starts discovery; the receiver sees `Known` once it succeeds. Discovery never gives up, but ends
+/// when `stop` is cancelled (the daemon is stopping).
+pub fn discover(
+    client: flocker::Client,
+    sources: Sources,
+    stop: CancellationToken,
+) -> watch::Receiver<Identity> {
     if let Some(uuid) = sources.node_uuid {
         let (_, rx) = watch::channel(Identity::Known(NodeId(uuid)));
         return rx;
@@ -44,7 +51,7 @@ pub fn discover(client: flocker::Client, sources: Sources) -> watch::Receiver<Id
     let (tx, rx) = watch::channel(Identity::Pending("looking up this node's era".into()));
     tokio::spawn(async move {
         let era = this_boot_era();
-        let mut delay = FIRST_RETRY;
+        let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
         loop {
             let attempt = match (era, sources.network_identity.as_deref()) {
                 (Some(era), _) => by_era(&client, era).await,
@@ -67,8 +74,10 @@ pub fn discover(client: flocker::Client, sources: Sources) -> watch::Receiver<Id
                     }
                 }
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_RETRY);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
         }
     });
     rx

@@ -10,14 +10,20 @@
 //! - [`mount`]: bind mounts and mount-table queries (nix).
 //! - [`config`]: settings from defaults, TOML and the environment, validated once.
 //! - [`size`]: size parsing and printing.
+//! - [`backoff`]: the one retry-delay policy (exponential, jittered).
+//! - [`blocking`]: runs mount syscalls, mount-table reads and fsync off the async workers.
+//! - [`dead_node`]: the `release-leases` subcommand: frees a dead node's leases (SPEC §9.4).
 //! - [`doctor`]: the `doctor` subcommand: checks certificates, control service, node identity and
 //!   mount propagation, one line each, with the fix.
 //! - [`certs`]: generates a Flocker cluster's certificates (CA, control service, users, nodes).
 //! - [`emulator`]: a local Flocker control service (REST API v1 over mutual TLS) with an agent
 //!   that converges datasets into real bind mounts; used by the tests and the quickstart.
 
+pub mod backoff;
+pub mod blocking;
 pub mod certs;
 pub mod config;
+pub mod dead_node;
 pub mod doctor;
 pub mod driver;
 pub mod emulator;

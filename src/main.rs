@@ -1,5 +1,11 @@
 //! `flocker-docker-plugin`: the daemon Docker talks to, and `doctor`, which checks its setup. Settings come
 //! from the environment (SPEC §2).
+//!
+//! Panic policy: the release build aborts on panic (`panic = "abort"` in Cargo.toml). A panic is a bug
+//! that leaves the in-memory records in an unknown state; carrying on could release a lease a container
+//! needs. Aborting hands over to the engine, which restarts the plugin at once, and to start-up
+//! recovery, which adopts whatever is mounted (SPEC §9.2). The code therefore never turns a task's
+//! panic into an error answer: it propagates it (`blocking::run`, the driver's task joins).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,9 +13,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flocker_docker_plugin::config::{Config, LogFormat};
-use flocker_docker_plugin::driver::{DriverSettings, FlockerDriver};
-use flocker_docker_plugin::{doctor, flocker, identity, protocol, server};
+use flocker_docker_plugin::driver::{DriverSettings, FlockerDriver, StateFile};
+use flocker_docker_plugin::{dead_node, doctor, flocker, identity, protocol, server};
+use tokio_util::sync::CancellationToken;
 use tracing::info;
+
+/// How long driver tasks may take to finish or undo after the socket stopped serving; with the
+/// server's drain this keeps the whole stop under the 5 s SPEC §3 allows.
+const DRIVER_STOP: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// Flocker volume plugin for Docker. Configure it with environment variables (see README).
 #[derive(Parser)]
@@ -26,6 +37,22 @@ enum Command {
     /// Check certificates, control service, node identity and mounts; print one line per check
     /// and exit 1 if any failed. Opens no socket.
     Doctor,
+    /// Free the leases of a node that is gone for good, so its volumes can move to another node.
+    /// Refused while the control service still sees the node (fence it first: power it off or stop
+    /// its Docker engine). Exits 1 when refused.
+    ReleaseLeases {
+        /// The dead node's Flocker UUID (as in `docker volume inspect`'s Status.primary or the Err of
+        /// a refused Mount).
+        #[arg(long)]
+        node: uuid::Uuid,
+        /// Only this volume's lease.
+        #[arg(long)]
+        volume: Option<String>,
+        /// Skip the check that the node looks dead. Only for a node known to be down, or a lease
+        /// this node's UUID holds that no container uses.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,7 +78,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(serve(config)),
+        Command::Serve => {
+            let served = runtime.block_on(serve(config));
+            // Blocking-pool work still running (a hung mount syscall) must not hold the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(300));
+            served
+        }
         Command::Doctor => {
             // A config error already exited 2 above: that line is the diagnosis.
             let report = runtime.block_on(doctor::run(&config));
@@ -61,6 +93,18 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             };
+        }
+        Command::ReleaseLeases {
+            node,
+            volume,
+            force,
+        } => {
+            let request = dead_node::Request {
+                node: flocker::NodeId(node),
+                volume,
+                force,
+            };
+            return runtime.block_on(release_leases(&config, request));
         }
     };
     match result {
@@ -98,18 +142,64 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "flocker-docker-plugin {} listening",
         env!("CARGO_PKG_VERSION")
     );
+    let stop = CancellationToken::new();
     let identity = identity::discover(
         client.clone(),
         identity::Sources {
             node_uuid: config.node_uuid,
             network_identity: config.network_identity.clone(),
         },
+        stop.clone(),
     );
-    let driver = FlockerDriver::new(client, DriverSettings::from_config(&config), identity);
-    let reconciler = driver.clone();
-    tokio::spawn(async move { reconciler.reconcile().await });
-    let app = protocol::router(Arc::new(driver));
-    server::serve(listener, config.socket.clone(), app, server::stop_signal())
-        .await
-        .context("serving the plugin socket")
+    let driver = FlockerDriver::new(client, driver_settings(&config), identity);
+    driver.spawn_reconcile();
+    let app = protocol::router(Arc::new(driver.clone()));
+    let stopping = driver.clone();
+    let signal = async move {
+        server::stop_signal().await;
+        // Waiting Mounts give up (and undo) at once, so the drain below is short.
+        stop.cancel();
+        stopping.stop_background();
+    };
+    let served = server::serve(listener, config.socket.clone(), app, signal).await;
+    driver.shutdown(DRIVER_STOP).await;
+    served.context("serving the plugin socket")
+}
+
+async fn release_leases(config: &Config, request: dead_node::Request) -> ExitCode {
+    let client = match flocker::Client::new(&config.control_url, &config.certs_dir) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("flocker-docker-plugin: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match dead_node::release_leases(&client, &request).await {
+        Ok(outcomes) if outcomes.is_empty() => {
+            println!("node {} holds no leases", request.node);
+            ExitCode::SUCCESS
+        }
+        Ok(outcomes) => {
+            for outcome in outcomes {
+                println!("{outcome}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(refused) => {
+            eprintln!("flocker-docker-plugin: {refused}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn driver_settings(config: &Config) -> DriverSettings {
+    DriverSettings {
+        agent_mount_root: config.agent_mount_root.clone(),
+        flocker_root: config.flocker_root.clone(),
+        mount_mode: config.mount_mode.clone(),
+        default_size: config.default_size,
+        default_profile: config.default_profile.clone(),
+        mount_timeout: config.mount_timeout,
+        state_file: StateFile::in_dir(&config.state_dir),
+    }
 }

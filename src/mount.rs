@@ -5,10 +5,13 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 
 /// A failed mount operation, with the paths involved.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,14 @@ pub enum Error {
     /// The mount table could not be read.
     #[error("cannot read /proc/self/mountinfo: {0}")]
     MountInfo(io::Error),
+    /// The source is missing, a symlink or not a directory.
+    #[error("cannot open {path} as a directory without following symlinks: {errno}")]
+    OpenSource {
+        /// The source path.
+        path: PathBuf,
+        /// Why (`ELOOP` for a symlink, `ENOTDIR` for a file).
+        errno: Errno,
+    },
 }
 
 /// Mount points in this process's mount namespace, in table order (a path may repeat when stacked).
@@ -172,6 +183,9 @@ pub fn mounts_below(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// Binds `source` onto `target` (created if missing), unless `target` is already a mount point:
 /// after a plugin crash the old bind is still there and must be reused, not stacked.
+///
+/// `source` is opened without following symlinks and bound through its file descriptor, so a
+/// symlink planted at the source can never redirect the bind elsewhere (SPEC §9.3).
 pub fn bind(source: &Path, target: &Path) -> Result<(), Error> {
     fs::create_dir_all(target).map_err(|source| Error::CreateTarget {
         path: target.into(),
@@ -180,8 +194,18 @@ pub fn bind(source: &Path, target: &Path) -> Result<(), Error> {
     if is_mount_point(target)? {
         return Ok(());
     }
+    let dir = open(
+        source,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| Error::OpenSource {
+        path: source.into(),
+        errno,
+    })?;
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     mount(
-        Some(source),
+        Some(&by_fd),
         target,
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,

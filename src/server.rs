@@ -14,7 +14,7 @@ use tokio::net::UnixListener;
 use tracing::{info, warn};
 
 /// How long calls in flight may run after a stop signal before the daemon exits anyway.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Binds `path` (mode 0600, parent directory created), replacing a stale socket file.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {

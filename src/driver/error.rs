@@ -83,17 +83,65 @@ pub enum Error {
         /// Where the plugin looked.
         seen: PathBuf,
     },
-    /// The state path lies outside `AGENT_MOUNT_ROOT`.
-    #[error("volume {name}: the dataset agent reports dataset {dataset} at {agent_path}, outside AGENT_MOUNT_ROOT={root}; set AGENT_MOUNT_ROOT to the agent's mount root")]
-    OutsideAgentRoot {
+    /// `FLOCKER_ROOT` receives no mount propagation: what the plugin sees there may be a stale copy.
+    #[error("volume {name}: not mounting dataset {dataset}: FLOCKER_ROOT={root} lies on {covering}, a {propagation} mount in the plugin (no mount propagation from the host), so mounts the dataset agent makes or removes later never reach the plugin and it could hand out stale data. Make the agent's mount root a shared mount on the host (mount --bind /flocker /flocker && mount --make-shared /flocker), then disable and enable the plugin")]
+    NotPropagated {
+        /// The volume.
+        name: String,
+        /// Its dataset.
+        dataset: DatasetId,
+        /// `FLOCKER_ROOT`.
+        root: PathBuf,
+        /// The mount covering it.
+        covering: PathBuf,
+        /// Its propagation, e.g. `private`.
+        propagation: String,
+    },
+    /// The local copy of the agent's mount is a symlink or not a directory.
+    #[error("volume {name}: not mounting dataset {dataset}: {path} is not a directory (a symlink or a file); the dataset agent's mounts are directories")]
+    NotADirectory {
+        /// The volume.
+        name: String,
+        /// Its dataset.
+        dataset: DatasetId,
+        /// The path.
+        path: PathBuf,
+    },
+    /// The state path is not `AGENT_MOUNT_ROOT/<dataset_id>`.
+    #[error("volume {name}: the cluster state reports dataset {dataset} at {agent_path}, not at {expected}; refusing to mount another path. Set AGENT_MOUNT_ROOT to the dataset agent's mount root")]
+    UnexpectedStatePath {
         /// The volume.
         name: String,
         /// Its dataset.
         dataset: DatasetId,
         /// The state path reported.
         agent_path: PathBuf,
-        /// The configured root.
-        root: PathBuf,
+        /// `AGENT_MOUNT_ROOT/<dataset_id>`.
+        expected: PathBuf,
+    },
+    /// The plugin's state file could not be written, so the mount would not survive a restart safely.
+    #[error("volume {name}: {source}; the mount was undone so that a plugin restart cannot lose track of it. Free space or fix permissions in STATE_DIR")]
+    StateNotSaved {
+        /// The volume.
+        name: String,
+        /// The write failure.
+        source: super::store::SaveError,
+    },
+    /// This node's UUID holds the lease, but this plugin did not take it.
+    #[error("volume {name}: dataset {dataset} is leased by node {node} (this node's UUID), but not by this plugin: another host may be running with the same NODE_UUID (every node needs its own), or this plugin lost its state. If no container on any host uses it, free it with `flocker-docker-plugin release-leases --node {node} --volume {name} --force`")]
+    LeasedByThisUuid {
+        /// The volume.
+        name: String,
+        /// Its dataset.
+        dataset: DatasetId,
+        /// This node.
+        node: crate::flocker::NodeId,
+    },
+    /// The plugin is shutting down.
+    #[error("volume {name}: the plugin is stopping; retry once it is back")]
+    Stopping {
+        /// The volume.
+        name: String,
     },
     /// The control service refused or failed a call.
     #[error("volume {name}: {source}")]

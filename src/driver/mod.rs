@@ -1,12 +1,23 @@
 //! The volume driver: what each Docker volume call means for Flocker datasets and local mounts.
 //!
 //! [`VolumeDriver`] is the domain interface the protocol layer calls (go-plugins-helpers' `Driver`, with
-//! domain arguments instead of wire structs); [`FlockerDriver`] implements it. Nothing here knows HTTP.
+//! domain arguments instead of wire structs); [`FlockerDriver`] implements it. Nothing here knows HTTP,
+//! and nothing here reads the configuration: the caller builds [`DriverSettings`].
+//!
+//! Files, one rule each: `flocker_driver` (the calls), `leases` (take, release only if ours, retry),
+//! `store` (records and the state file, one writer), `recovery` (start-up: adopt, never destroy),
+//! `source` (which agent path may be bound: SPEC §9.3), `select` (which dataset a name means, what
+//! Get shows), `locks` (one lock per volume), `watcher` (the shared state poll), `options` (`-o`).
 
 mod error;
 mod flocker_driver;
+mod leases;
+mod locks;
 mod options;
-mod records;
+mod recovery;
+mod select;
+mod source;
+mod store;
 mod watcher;
 
 use std::collections::BTreeMap;
@@ -17,7 +28,17 @@ use std::path::PathBuf;
 pub use error::Error;
 pub use flocker_driver::{DriverSettings, FlockerDriver};
 pub use options::CreateOptions;
-pub use records::StateFile;
+pub use source::{local_path, Refusal};
+pub use store::{Loaded, MountRecord, Records, SaveError, StateFile};
+
+/// How mountpoints are handed to Docker (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountMode {
+    /// Managed plugin: bind each dataset under this directory, which Docker maps to the host.
+    Propagated(PathBuf),
+    /// Legacy (v1) plugin in the host's mount namespace: hand out the agent's own path.
+    Legacy,
+}
 
 /// Result of a driver call.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::flocker::{self, DatasetState};
 
 /// Time between two state polls while a Mount waits.
@@ -32,16 +35,24 @@ pub struct StateWatcher {
     client: flocker::Client,
     tx: watch::Sender<Snapshot>,
     running: Mutex<bool>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl StateWatcher {
-    /// A watcher that polls through `client`.
-    pub fn new(client: flocker::Client) -> Arc<StateWatcher> {
+    /// A watcher that polls through `client`, on `tasks`, until `stop` is cancelled.
+    pub fn new(
+        client: flocker::Client,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Arc<StateWatcher> {
         let (tx, _) = watch::channel(Snapshot::Pending);
         Arc::new(StateWatcher {
             client,
             tx,
             running: Mutex::new(false),
+            tasks,
+            stop,
         })
     }
 
@@ -54,13 +65,13 @@ impl StateWatcher {
         if !*running {
             *running = true;
             let watcher = Arc::clone(self);
-            tokio::spawn(async move { watcher.poll().await });
+            self.tasks.spawn(async move { watcher.poll().await });
         }
         rx
     }
 
     async fn poll(self: Arc<Self>) {
-        let mut backoff = POLL_INTERVAL;
+        let mut backoff = Backoff::new(POLL_INTERVAL * 2, MAX_ERROR_BACKOFF);
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate; consume it so polls are POLL_INTERVAL apart, start to start.
@@ -74,24 +85,32 @@ impl StateWatcher {
                     return;
                 }
             }
-            let snapshot = match self.client.state().await {
+            let polled = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                polled = self.client.state() => polled,
+            };
+            let snapshot = match polled {
                 Ok(state) => {
-                    backoff = POLL_INTERVAL;
+                    backoff.reset();
                     Snapshot::State(Arc::new(state))
                 }
-                Err(e) => {
-                    backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
-                    Snapshot::Failed(e.to_string())
-                }
+                Err(e) => Snapshot::Failed(e.to_string()),
             };
             let failed = matches!(snapshot, Snapshot::Failed(_));
             self.tx.send_replace(snapshot);
-            if failed {
-                tokio::time::sleep(backoff).await;
-                ticker.reset();
-            } else {
-                ticker.tick().await;
+            let pause = async {
+                if failed {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    ticker.reset();
+                } else {
+                    ticker.tick().await;
+                }
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = pause => {}
             }
         }
+        *self.running.lock().expect("watcher lock") = false;
     }
 }

@@ -11,7 +11,8 @@ use tracing::debug;
 use uuid::Uuid;
 
 use super::types::{
-    Configuration, DatasetConfig, DatasetId, DatasetState, Lease, NewDataset, NodeId, NodeInfo,
+    Acquired, Configuration, DatasetConfig, DatasetId, DatasetState, Lease, NewDataset, NodeId,
+    NodeInfo,
 };
 use super::{tls, Error, Result};
 
@@ -109,10 +110,19 @@ impl Client {
     }
 
     /// `POST /v1/configuration/leases` with no expiry; renews a lease this node already holds.
-    pub async fn acquire_lease(&self, id: DatasetId, node: NodeId) -> Result<Lease> {
+    ///
+    /// Says whether the lease is new (201) or was already this node's (200): only a lease a caller
+    /// created is its own to give back when it fails (SPEC §9.1).
+    pub async fn acquire_lease(&self, id: DatasetId, node: NodeId) -> Result<Acquired> {
         let body = json!({ "dataset_id": id, "node_uuid": node, "expires": null });
-        self.call(Method::POST, "/v1/configuration/leases", Some(&body), None)
-            .await
+        let answer: Answer<Lease> = self
+            .send(Method::POST, "/v1/configuration/leases", Some(&body), None)
+            .await?;
+        Ok(if answer.status == StatusCode::CREATED {
+            Acquired::Created
+        } else {
+            Acquired::Renewed
+        })
     }
 
     /// `DELETE /v1/configuration/leases/<id>`.
@@ -157,8 +167,8 @@ impl Client {
         body: Option<&impl Serialize>,
         if_matches: Option<&str>,
     ) -> Result<T> {
-        let (value, _) = self.send(method, path, body, if_matches).await?;
-        Ok(value)
+        let answer = self.send(method, path, body, if_matches).await?;
+        Ok(answer.value)
     }
 
     async fn call_with_tag<T: DeserializeOwned>(
@@ -166,7 +176,8 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<(T, Option<String>)> {
-        self.send(method, path, None::<&()>, None).await
+        let answer = self.send(method, path, None::<&()>, None).await?;
+        Ok((answer.value, answer.tag))
     }
 
     async fn send<T: DeserializeOwned>(
@@ -175,7 +186,7 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
         if_matches: Option<&str>,
-    ) -> Result<(T, Option<String>)> {
+    ) -> Result<Answer<T>> {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base_path}{path}"));
@@ -210,8 +221,15 @@ impl Client {
             url: url_text,
             reason: e.to_string(),
         })?;
-        Ok((value, tag))
+        Ok(Answer { value, tag, status })
     }
+}
+
+/// A decoded successful answer.
+struct Answer<T> {
+    value: T,
+    tag: Option<String>,
+    status: StatusCode,
 }
 
 fn method_name(method: &Method) -> &'static str {

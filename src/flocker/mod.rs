@@ -10,7 +10,8 @@ pub mod types;
 pub use client::Client;
 pub use error::Error;
 pub use types::{
-    Configuration, DatasetConfig, DatasetId, DatasetState, Lease, NewDataset, NodeId, NodeInfo,
+    Acquired, Configuration, DatasetConfig, DatasetId, DatasetState, Lease, NewDataset, NodeId,
+    NodeInfo,
 };
 
 /// Result of a control-service call.

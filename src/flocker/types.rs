@@ -118,3 +118,12 @@ pub struct NodeInfo {
     /// The node.
     pub uuid: NodeId,
 }
+
+/// What `POST /v1/configuration/leases` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// There was no lease; this call made it (201).
+    Created,
+    /// This node already held it; the call renewed it (200).
+    Renewed,
+}

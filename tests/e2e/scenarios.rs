@@ -279,7 +279,7 @@ fn broken_propagation_is_a_clear_error(fx: &Fixture) {
         ])
         .unwrap_err();
         assert!(
-            err.contains("is not a mount point") && err.contains("make-shared"),
+            err.contains("a private mount in the plugin") && err.contains("make-shared"),
             "{err}"
         );
         assert!(

@@ -6,7 +6,9 @@ use std::time::Duration;
 use flocker_docker_plugin::emulator::Convergence;
 use serde_json::json;
 
-use crate::util::{dataset_id, eventually, is_mounted, live_datasets, require_root, Cluster};
+use crate::util::{
+    dataset_id, eventually, is_mounted, live_datasets, make_shared, require_root, Cluster,
+};
 
 /// Realistic lag between configuration and state for scenario tests (the plugin waits, not the test).
 const LAG: Convergence = Convergence::After(Duration::from_millis(300));
@@ -467,8 +469,8 @@ async fn restart_keeps_mounts_and_counts() {
     let dropped = plugin.docker.mount("dropped", "c3").await.unwrap();
     plugin.stop().await;
 
-    // While the plugin is down: "dropped" loses its bind (as on plugin disable), and a stray bind
-    // appears under the propagated mount.
+    // While the plugin is down: "dropped" loses its bind (as on plugin disable), and a bind this
+    // plugin did not make appears under the propagated mount.
     flocker_docker_plugin::mount::unmount_all(&dropped).unwrap();
     let stray = cluster.nodes[0].propagated.join("stray");
     std::fs::create_dir_all(&stray).unwrap();
@@ -476,9 +478,10 @@ async fn restart_keeps_mounts_and_counts() {
 
     let plugin = cluster.plugin(0).await;
     assert!(
-        !is_mounted(&stray),
-        "a bind no volume explains is removed at start"
+        is_mounted(&stray),
+        "a bind the plugin did not make is left alone (adopt, never destroy)"
     );
+    flocker_docker_plugin::mount::unmount_all(&stray).unwrap();
     assert_eq!(
         plugin.docker.path("kept").await.unwrap(),
         kept,
@@ -492,7 +495,7 @@ async fn restart_keeps_mounts_and_counts() {
             .leases()
             .iter()
             .any(|l| l["dataset_id"] == json!(dropped_id)),
-        "the lease of the forgotten mount is released"
+        "the lease of a mount the engine removed is released"
     );
     // Counts survived: two unmounts are needed.
     plugin.docker.unmount("kept", "c1").await.unwrap();
@@ -558,10 +561,12 @@ async fn state_path_that_is_not_a_mount_point_is_refused() {
         return;
     }
     let cluster = Cluster::start(1, LAG).await;
-    // The plugin looks for the agent's mounts in an empty directory, as with broken propagation.
+    // The plugin looks for the agent's mounts in an empty directory (on a propagating mount), as when
+    // FLOCKER_ROOT names the wrong place.
     let mut settings = cluster.settings(0);
     settings.flocker_root = cluster.dir.path().join("empty-view");
     std::fs::create_dir_all(&settings.flocker_root).unwrap();
+    make_shared(&settings.flocker_root);
     let plugin = cluster.plugin_with(0, settings).await;
     plugin.docker.create("hidden", json!({})).await.unwrap();
     let err = plugin.docker.mount("hidden", "c").await.unwrap_err();
@@ -640,8 +645,8 @@ async fn legacy_mode_hands_out_the_agent_path() {
 }
 
 #[tokio::test]
-async fn unwritable_state_dir_does_not_fail_or_leak_mounts() {
-    if !require_root("unwritable_state_dir_does_not_fail_or_leak_mounts") {
+async fn unwritable_state_dir_refuses_mounts_and_leaks_nothing() {
+    if !require_root("unwritable_state_dir_refuses_mounts_and_leaks_nothing") {
         return;
     }
     let cluster = Cluster::start(1, LAG).await;
@@ -651,11 +656,16 @@ async fn unwritable_state_dir_does_not_fail_or_leak_mounts() {
     settings.state_file = flocker_docker_plugin::driver::StateFile::in_dir(&blocker.join("state"));
     let plugin = cluster.plugin_with(0, settings).await;
     plugin.docker.create("nostate", json!({})).await.unwrap();
-    let path = plugin.docker.mount("nostate", "c").await.unwrap();
-    assert!(is_mounted(&path));
-    plugin.docker.unmount("nostate", "c").await.unwrap();
-    assert!(!is_mounted(&path));
+    // A mount the state file cannot record would be lost by a restart (SPEC §9.2): refused and undone.
+    let err = plugin.docker.mount("nostate", "c").await.unwrap_err();
+    assert!(
+        err.contains("cannot save the plugin state") && err.contains("STATE_DIR"),
+        "{err}"
+    );
+    let id = dataset_id(&cluster.emulator, "nostate");
+    assert!(!is_mounted(&cluster.nodes[0].propagated.join(&id)));
     assert!(cluster.emulator.leases().is_empty());
+    assert!(plugin.docker.path("nostate").await.is_err());
     plugin.stop().await;
     cluster.stop().await;
 }

@@ -57,15 +57,17 @@ async fn every_call_round_trips_over_mtls() {
         "nothing converged yet"
     );
 
-    let lease = client
+    let acquired = client
         .acquire_lease(created.dataset_id, NodeId(b))
         .await
         .unwrap();
-    assert_eq!(lease.expires, None);
-    client
+    assert_eq!(acquired, flocker::Acquired::Created);
+    assert_eq!(client.leases().await.unwrap()[0].expires, None);
+    let again = client
         .acquire_lease(created.dataset_id, NodeId(b))
         .await
         .unwrap();
+    assert_eq!(again, flocker::Acquired::Renewed, "the same node renews");
     let err = client
         .acquire_lease(created.dataset_id, NodeId(a))
         .await
@@ -244,6 +246,7 @@ async fn node_identity_waits_for_the_agent_then_resolves_by_era() {
             node_uuid: None,
             network_identity: None,
         },
+        tokio_util::sync::CancellationToken::new(),
     );
     // The agent has not registered: by_era answers 404 and discovery says so.
     let pending = tokio::time::timeout(

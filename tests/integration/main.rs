@@ -21,6 +21,9 @@ mod mount;
 // Driver scenarios: plugin + emulator + real mounts, as a Docker user would see them.
 mod driver;
 
+// Issue 6 regressions: sequences that used to lose a write or hand out the wrong data (SPEC §9).
+mod safety;
+
 // The control-service contract (upstream test_httpapi.py / test_client.py) against the emulator,
 // or against a real control service when FLOCKER_CONTRACT_URL is set.
 mod emulator_contract;

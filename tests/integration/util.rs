@@ -107,7 +107,8 @@ impl Cluster {
                 })
                 .collect(),
             convergence,
-            share_mount_roots: false,
+            // As on a host where the agent's root propagates: the plugin verifies it (SPEC §9.3).
+            share_mount_roots: true,
         })
         .expect("start emulator");
         Cluster {
@@ -150,6 +151,7 @@ impl Cluster {
                 node_uuid: Some(self.nodes[i].uuid),
                 network_identity: None,
             },
+            tokio_util::sync::CancellationToken::new(),
         );
         let mut plugin =
             Plugin::start(self.client(), settings, identity, &self.nodes[i].socket).await;
@@ -167,6 +169,8 @@ impl Cluster {
 pub struct Plugin {
     /// Typed protocol client on its socket.
     pub docker: DockerClient,
+    /// The driver behind the socket, for tests that look inside or stop it.
+    pub driver: FlockerDriver,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     reconcile: Option<JoinHandle<()>>,
@@ -182,8 +186,7 @@ impl Plugin {
     ) -> Plugin {
         let listener = server::bind(socket).expect("bind plugin socket");
         let driver = FlockerDriver::new(client, settings, identity);
-        let reconciler = driver.clone();
-        let reconcile = tokio::spawn(async move { reconciler.reconcile().await });
+        let reconcile = driver.spawn_reconcile();
         let app = protocol::router(Arc::new(driver.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(
@@ -196,6 +199,7 @@ impl Plugin {
         ));
         Plugin {
             docker: DockerClient::new(socket),
+            driver,
             stop: Some(stop),
             task: Some(task),
             reconcile: Some(reconcile),
@@ -209,17 +213,17 @@ impl Plugin {
         }
     }
 
-    /// Stops serving as on SIGTERM and waits until the socket is gone.
+    /// Stops serving as on SIGTERM and waits until the socket is gone and the driver's tasks ended.
     pub async fn stop(mut self) {
+        self.driver.stop_background();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server result");
         }
-        if let Some(task) = self.reconcile.take() {
-            task.abort();
-        }
+        self.driver.shutdown(Duration::from_secs(5)).await;
+        self.reconcile.take();
     }
 }
 
@@ -359,6 +363,41 @@ pub fn dataset_id(emulator: &Emulator, name: &str) -> String {
         "exactly one live dataset named {name}: {live:?}"
     );
     live[0]["dataset_id"].as_str().unwrap().to_string()
+}
+
+/// `mount --bind D D && mount --make-shared D`: a directory whose later mounts propagate.
+pub fn make_shared(dir: &Path) {
+    use nix::mount::{mount, MsFlags};
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind onto itself");
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .expect("make shared");
+}
+
+/// A view of `source` at `view` as a managed plugin would get it: `rbind` and then `rslave`
+/// (propagating) or `rprivate` (a frozen copy).
+pub fn bind_view(source: &Path, view: &Path, propagating: bool) {
+    use nix::mount::{mount, MsFlags};
+    std::fs::create_dir_all(view).unwrap();
+    mount(
+        Some(source),
+        view,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .expect("rbind");
+    let flags = if propagating {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    } else {
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC
+    };
+    mount(None::<&str>, view, None::<&str>, flags, None::<&str>).expect("set propagation");
 }
 
 /// Whether `path` is a mount point in this process's namespace.

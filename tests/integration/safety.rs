@@ -1,0 +1,503 @@
+//! Regression tests for issue 6 ("Never lose a write"): each is a sequence of events that used to leave
+//! a container writing to a volume no node held a lease on, or hand a container the wrong data
+//! (SPEC §9). Real plugin, emulator and mounts; the names say what must never happen.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flocker_docker_plugin::driver::StateFile;
+use flocker_docker_plugin::emulator::Convergence;
+use flocker_docker_plugin::flocker::NodeId;
+use flocker_docker_plugin::identity::Identity;
+use serde_json::{json, Value};
+
+use crate::util::{
+    bind_view, dataset_id, eventually, is_mounted, make_shared, require_root, Cluster, Plugin,
+};
+
+const LAG: Convergence = Convergence::After(Duration::from_millis(300));
+
+/// The node holding the lease on `dataset`, if any.
+pub fn lease_holder(cluster: &Cluster, dataset: &str) -> Option<String> {
+    cluster
+        .emulator
+        .leases()
+        .iter()
+        .find(|l| l["dataset_id"] == json!(dataset))
+        .map(|l| l["node_uuid"].as_str().unwrap().to_string())
+}
+
+/// A second plugin instance on node `i`'s UUID with its own directories (another host, or the same
+/// host after a restart with other paths), with `adjust` applied to its settings.
+async fn another_instance(
+    cluster: &Cluster,
+    i: usize,
+    tag: &str,
+    adjust: impl FnOnce(&mut flocker_docker_plugin::driver::DriverSettings),
+) -> Plugin {
+    let dir = cluster.dir.path().join(tag);
+    let mut settings = cluster.settings(i);
+    settings.mount_mode =
+        flocker_docker_plugin::config::MountMode::Propagated(dir.join("propagated"));
+    settings.state_file = StateFile::in_dir(&dir.join("state"));
+    adjust(&mut settings);
+    let (_tx, rx) = tokio::sync::watch::channel(Identity::Known(NodeId(cluster.nodes[i].uuid)));
+    let mut plugin = Plugin::start(cluster.client(), settings, rx, &dir.join("plugin.sock")).await;
+    plugin.reconciled().await;
+    plugin
+}
+
+// Defect 1 (issue 6): a failed Mount that only *renewed* a lease must not release it. Two hosts
+// configured with the same NODE_UUID: the second one's failed Mount used to free the first one's
+// lease while its container wrote. Now the second host refuses outright.
+#[tokio::test]
+async fn a_lease_this_plugin_did_not_take_is_never_released() {
+    if !require_root("a_lease_this_plugin_did_not_take_is_never_released") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let first = cluster.plugin(0).await;
+    first.docker.create("twin", json!({})).await.unwrap();
+    first.docker.mount("twin", "c1").await.unwrap();
+    let id = dataset_id(&cluster.emulator, "twin");
+
+    let view = cluster.dir.path().join("twin-view");
+    std::fs::create_dir_all(&view).unwrap();
+    make_shared(&view);
+    let second = another_instance(&cluster, 0, "twin-host", |s| s.flocker_root = view).await;
+    assert_eq!(
+        lease_holder(&cluster, &id),
+        Some(cluster.nodes[0].uuid.to_string()),
+        "the second instance's start-up recovery left the lease alone"
+    );
+    let err = second.docker.mount("twin", "c2").await.unwrap_err();
+    assert!(err.contains("same NODE_UUID"), "{err}");
+    assert_eq!(
+        lease_holder(&cluster, &id),
+        Some(cluster.nodes[0].uuid.to_string()),
+        "the first host's lease survives the second host's failed Mount"
+    );
+    let err = second.docker.remove("twin").await.unwrap_err();
+    assert!(err.contains("same NODE_UUID"), "{err}");
+
+    first.docker.unmount("twin", "c1").await.unwrap();
+    assert_eq!(lease_holder(&cluster, &id), None);
+    second.stop().await;
+    first.stop().await;
+    cluster.stop().await;
+}
+
+// Defect 1 (issue 6): start-up recovery released leases from a snapshot taken before it waited;
+// by the time it acted, another node could hold the lease.
+#[tokio::test]
+async fn recovery_never_frees_a_lease_another_node_took_meanwhile() {
+    if !require_root("recovery_never_frees_a_lease_another_node_took_meanwhile") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let b = cluster.plugin(1).await;
+    let a = cluster.plugin(0).await;
+    a.docker.create("contested", json!({})).await.unwrap();
+    a.docker.mount("contested", "c").await.unwrap();
+    let id = dataset_id(&cluster.emulator, "contested");
+    a.stop().await;
+    // A's container stopped while A was down: the bind goes (as when the engine stops the plugin).
+    flocker_docker_plugin::mount::unmount_all(&cluster.nodes[0].propagated.join(&id)).unwrap();
+
+    // A restarts; its snapshot shows its own lease, but the state read it waits for is slow.
+    cluster
+        .emulator
+        .delay("/v1/state/datasets", Duration::from_millis(1500));
+    cluster.emulator.reset_counts();
+    let (_tx, rx) = tokio::sync::watch::channel(Identity::Known(NodeId(cluster.nodes[0].uuid)));
+    let mut a = Plugin::start(
+        cluster.client(),
+        cluster.settings(0),
+        rx,
+        &cluster.nodes[0].socket,
+    )
+    .await;
+    eventually("A read the leases", || {
+        cluster
+            .emulator
+            .request_count("GET", "/v1/configuration/leases")
+            > 0
+    })
+    .await;
+    // Meanwhile the lease goes (an operator, or A's own earlier release) and B takes the volume.
+    let _ = cluster
+        .client()
+        .release_lease(flocker_docker_plugin::flocker::DatasetId(
+            id.parse().unwrap(),
+        ))
+        .await;
+    let mounting = {
+        let docker = b.docker.clone();
+        tokio::spawn(async move { docker.mount("contested", "cb").await })
+    };
+    eventually("B holds the lease", || {
+        lease_holder(&cluster, &id) == Some(cluster.nodes[1].uuid.to_string())
+    })
+    .await;
+    a.reconciled().await;
+    assert_eq!(
+        lease_holder(&cluster, &id),
+        Some(cluster.nodes[1].uuid.to_string()),
+        "A's recovery left B's lease alone"
+    );
+    cluster.emulator.delay("/v1/state/datasets", Duration::ZERO);
+    mounting.await.unwrap().unwrap();
+    b.docker.unmount("contested", "cb").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+/// Mounts `name` on `plugin` (creating it) and writes a file the "container" keeps using.
+async fn in_use(plugin: &Plugin, name: &str) -> std::path::PathBuf {
+    plugin.docker.create(name, json!({})).await.unwrap();
+    let path = plugin.docker.mount(name, "container").await.unwrap();
+    std::fs::write(path.join("journal"), "entry 1\n").unwrap();
+    path
+}
+
+/// Checks that node 0 still protects `name`: bind in place, node 0's lease, node 1 refused.
+async fn still_protected(cluster: &Cluster, other: &Plugin, name: &str, bind: &Path) {
+    let id = dataset_id(&cluster.emulator, name);
+    assert!(is_mounted(bind), "the bind a container uses is kept");
+    assert_eq!(
+        std::fs::read_to_string(bind.join("journal")).unwrap(),
+        "entry 1\n"
+    );
+    assert_eq!(
+        lease_holder(cluster, &id),
+        Some(cluster.nodes[0].uuid.to_string()),
+        "node 0 still holds the lease"
+    );
+    let err = other.docker.mount(name, "elsewhere").await.unwrap_err();
+    assert!(err.contains("in use on node"), "{err}");
+}
+
+// Defect 2 (issue 6): a restart with a lost or corrupt state file unmounted every bind it could not
+// explain and released its lease, while containers kept writing through their own mounts.
+#[tokio::test]
+async fn lost_or_corrupt_state_file_adopts_what_is_mounted() {
+    if !require_root("lost_or_corrupt_state_file_adopts_what_is_mounted") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let b = cluster.plugin(1).await;
+    let a = cluster.plugin(0).await;
+    let lost = in_use(&a, "lost").await;
+    let corrupt = in_use(&a, "corrupt").await;
+    a.stop().await;
+
+    let state = cluster.nodes[0].state_dir.join("state.json");
+    std::fs::remove_file(&state).unwrap();
+    let a = cluster.plugin(0).await;
+    still_protected(&cluster, &b, "lost", &lost).await;
+    let volume = a.docker.get("lost").await.unwrap();
+    assert_eq!(volume["Mountpoint"], json!(lost), "adopted as mounted here");
+    let err = a.docker.remove("lost").await.unwrap_err();
+    assert!(
+        err.contains("found mounted when the plugin started"),
+        "{err}"
+    );
+    a.stop().await;
+
+    std::fs::write(&state, b"{\"mounts\": {\"half-written").unwrap();
+    let a = cluster.plugin(0).await;
+    still_protected(&cluster, &b, "corrupt", &corrupt).await;
+    still_protected(&cluster, &b, "lost", &lost).await;
+    assert!(cluster.nodes[0]
+        .state_dir
+        .join("state.json.corrupt")
+        .exists());
+    // New containers mount and unmount an adopted volume without ever dropping the unknown users.
+    a.docker.mount("lost", "new").await.unwrap();
+    a.docker.unmount("lost", "new").await.unwrap();
+    still_protected(&cluster, &b, "lost", &lost).await;
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Defect 2 (issue 6): saves that failed were only logged, so a restart forgot mounts Docker had been
+// told about. Now a Mount is answered only once it is recorded; every answered Mount survives a restart.
+#[tokio::test]
+async fn every_answered_mount_survives_a_restart_even_when_state_saves_fail() {
+    if !require_root("every_answered_mount_survives_a_restart_even_when_state_saves_fail") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let b = cluster.plugin(1).await;
+    let a = cluster.plugin(0).await;
+    let first = in_use(&a, "first").await;
+    a.docker.create("second", json!({})).await.unwrap();
+
+    // The disk under STATE_DIR fails: the directory is replaced by a file.
+    let state_dir = &cluster.nodes[0].state_dir;
+    let aside = state_dir.with_extension("aside");
+    std::fs::rename(state_dir, &aside).unwrap();
+    std::fs::write(state_dir, "not a directory").unwrap();
+    let answered = a.docker.mount("second", "container").await;
+    a.stop().await;
+    std::fs::remove_file(state_dir).unwrap();
+    std::fs::rename(&aside, state_dir).unwrap();
+
+    let a = cluster.plugin(0).await;
+    still_protected(&cluster, &b, "first", &first).await;
+    let id = dataset_id(&cluster.emulator, "second");
+    match answered {
+        Ok(path) => {
+            // Whatever was answered must still be protected after the restart.
+            assert!(is_mounted(&path));
+            assert_eq!(
+                lease_holder(&cluster, &id),
+                Some(cluster.nodes[0].uuid.to_string())
+            );
+        }
+        Err(err) => {
+            assert!(err.contains("cannot save the plugin state"), "{err}");
+            assert!(!is_mounted(&cluster.nodes[0].propagated.join(&id)));
+            assert_eq!(lease_holder(&cluster, &id), None, "nothing leaked");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Defect 3 (issue 6): propagation was checked only as "is a mount point". Through a private view of the
+// agent's root, a dataset mounted before the view was made still looks mounted after it moved away.
+#[tokio::test]
+async fn a_private_view_of_the_agent_root_is_refused() {
+    if !require_root("a_private_view_of_the_agent_root_is_refused") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let plain = cluster.plugin(0).await;
+    plain.docker.create("frozen", json!({})).await.unwrap();
+    plain.docker.mount("frozen", "c").await.unwrap();
+    plain.docker.unmount("frozen", "c").await.unwrap();
+    plain.stop().await;
+
+    // The agent has the dataset mounted now; a private copy of its root freezes that.
+    let frozen = cluster.dir.path().join("frozen-view");
+    bind_view(&cluster.nodes[0].root, &frozen, false);
+    let mut settings = cluster.settings(0);
+    settings.flocker_root = frozen.clone();
+    let plugin = cluster.plugin_with(0, settings).await;
+    let err = plugin.docker.mount("frozen", "c").await.unwrap_err();
+    assert!(
+        err.contains("private mount in the plugin") && err.contains("make-shared"),
+        "{err}"
+    );
+    let id = dataset_id(&cluster.emulator, "frozen");
+    assert_eq!(lease_holder(&cluster, &id), None);
+    plugin.stop().await;
+
+    // A propagating (rslave) view is accepted, also for datasets the agent mounts after it was made.
+    let live = cluster.dir.path().join("live-view");
+    bind_view(&cluster.nodes[0].root, &live, true);
+    let mut settings = cluster.settings(0);
+    settings.flocker_root = live.clone();
+    let plugin = cluster.plugin_with(0, settings).await;
+    plugin.docker.create("later", json!({})).await.unwrap();
+    let path = plugin.docker.mount("later", "c").await.unwrap();
+    std::fs::write(path.join("f"), "x").unwrap();
+    let later = dataset_id(&cluster.emulator, "later");
+    assert_eq!(
+        std::fs::read_to_string(cluster.nodes[0].root.join(&later).join("f")).unwrap(),
+        "x"
+    );
+    plugin.docker.unmount("later", "c").await.unwrap();
+    plugin.stop().await;
+    for view in [&frozen, &live] {
+        nix::mount::umount2(view, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+    cluster.stop().await;
+}
+
+// Defect 3 (issue 6): a symlink planted at FLOCKER_ROOT/<dataset> was followed, handing one volume's
+// container another dataset's data.
+#[tokio::test]
+async fn a_symlink_below_flocker_root_is_never_followed() {
+    if !require_root("a_symlink_below_flocker_root_is_never_followed") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let plugin = cluster.plugin(0).await;
+    let secret = in_use(&plugin, "secret").await;
+    std::fs::write(secret.join("private"), "not for others").unwrap();
+    plugin.docker.create("victim", json!({})).await.unwrap();
+    plugin.docker.mount("victim", "c").await.unwrap();
+    plugin.docker.unmount("victim", "c").await.unwrap();
+    let secret_id = dataset_id(&cluster.emulator, "secret");
+    let victim_id = dataset_id(&cluster.emulator, "victim");
+
+    // The agent's mount of "victim" is replaced by a symlink to "secret"'s.
+    let root = &cluster.nodes[0].root;
+    nix::mount::umount2(&root.join(&victim_id), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_dir(root.join(&victim_id)).unwrap();
+    std::os::unix::fs::symlink(root.join(&secret_id), root.join(&victim_id)).unwrap();
+
+    let err = plugin.docker.mount("victim", "c").await.unwrap_err();
+    assert!(
+        err.contains("not a mount point") || err.contains("not a directory"),
+        "{err}"
+    );
+    assert!(!is_mounted(&cluster.nodes[0].propagated.join(&victim_id)));
+    assert_eq!(lease_holder(&cluster, &victim_id), None);
+    std::fs::remove_file(root.join(&victim_id)).unwrap();
+    plugin.docker.unmount("secret", "container").await.unwrap();
+    plugin.stop().await;
+    cluster.stop().await;
+}
+
+// Defect 4 (issue 6): in legacy mode the state file was never reconciled, so after a reboot every
+// volume mounted before it was leased again for good.
+#[tokio::test]
+async fn legacy_counts_from_before_a_reboot_are_dropped() {
+    if !require_root("legacy_counts_from_before_a_reboot_are_dropped") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let mut settings = cluster.settings(0);
+    settings.mount_mode = flocker_docker_plugin::config::MountMode::Legacy;
+    let a = cluster.plugin_with(0, settings.clone()).await;
+    a.docker.create("rebooted", json!({})).await.unwrap();
+    a.docker.mount("rebooted", "before-reboot").await.unwrap();
+    a.stop().await;
+
+    // The host reboots: a new boot ID, and no container survives.
+    let state = cluster.nodes[0].state_dir.join("state.json");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    file["boot_id"] = json!(uuid::Uuid::new_v4());
+    std::fs::write(&state, file.to_string()).unwrap();
+
+    let a = cluster.plugin_with(0, settings).await;
+    let id = dataset_id(&cluster.emulator, "rebooted");
+    assert_eq!(lease_holder(&cluster, &id), None, "the stale count is gone");
+    assert!(a.docker.path("rebooted").await.is_err());
+    let b = cluster.plugin(1).await;
+    b.docker.mount("rebooted", "after-reboot").await.unwrap();
+    b.docker.unmount("rebooted", "after-reboot").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Defect 6 (issue 6): Get answered an error on a 401/403/404 from a proxy, and the engine then forgot
+// the volume.
+#[tokio::test]
+async fn get_answers_from_memory_when_a_proxy_refuses() {
+    if !require_root("get_answers_from_memory_when_a_proxy_refuses") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let plugin = cluster.plugin(0).await;
+    plugin.docker.create("known", json!({})).await.unwrap();
+    plugin.docker.get("known").await.unwrap();
+    for status in [401, 403, 404, 502] {
+        cluster
+            .emulator
+            .fail_next("GET", "/v1/configuration/datasets", status);
+        let volume = plugin.docker.get("known").await.unwrap();
+        assert_eq!(volume["Status"]["stale"], json!(true), "{status}");
+        cluster
+            .emulator
+            .fail_next("GET", "/v1/configuration/datasets", status);
+        let listed = plugin.docker.list().await.unwrap();
+        assert_eq!(listed.len(), 1, "{status}");
+    }
+    cluster
+        .emulator
+        .fail_next("GET", "/v1/configuration/datasets", 403);
+    let err = plugin.docker.get("never-seen").await.unwrap_err();
+    assert!(err.contains("403"), "{err}");
+    plugin.stop().await;
+    cluster.stop().await;
+}
+
+// Defect 6 (issue 6): Remove ran in the request's task, so Docker hanging up mid-call cut it off
+// half-way. It now finishes.
+#[tokio::test]
+async fn remove_finishes_when_docker_hangs_up() {
+    if !require_root("remove_finishes_when_docker_hangs_up") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let plugin = cluster.plugin(0).await;
+    plugin.docker.create("hangup", json!({})).await.unwrap();
+    let id = dataset_id(&cluster.emulator, "hangup");
+    let path = format!("/v1/configuration/datasets/{id}");
+    cluster.emulator.delay(&path, Duration::from_millis(800));
+    let docker = plugin.docker.clone();
+    let call = tokio::spawn(async move { docker.remove("hangup").await });
+    eventually("the DELETE is on its way", || {
+        cluster.emulator.request_count("DELETE", &path) == 1
+    })
+    .await;
+    call.abort();
+    let _ = call.await;
+    eventually("the dataset is deleted anyway", || {
+        cluster
+            .emulator
+            .configured_datasets()
+            .iter()
+            .any(|d| d["dataset_id"] == json!(id) && d["deleted"] == json!(true))
+    })
+    .await;
+    cluster.emulator.delay(&path, Duration::ZERO);
+    plugin.stop().await;
+    cluster.stop().await;
+}
+
+// Defect 6 (issue 6): Mount's deadline did not cover the configuration read and the lease after a
+// late lock, so with a slow control service it answered after Docker had given up (and was undone).
+#[tokio::test]
+async fn mount_answers_by_its_deadline_when_the_control_service_is_slow() {
+    if !require_root("mount_answers_by_its_deadline_when_the_control_service_is_slow") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let mut settings = cluster.settings(0);
+    settings.mount_timeout = Duration::from_secs(1);
+    let plugin = cluster.plugin_with(0, settings).await;
+    plugin.docker.create("slow", json!({})).await.unwrap();
+    cluster
+        .emulator
+        .delay("/v1/configuration/leases", Duration::from_secs(3));
+    let started = Instant::now();
+    let err = plugin.docker.mount("slow", "c").await.unwrap_err();
+    let answered = started.elapsed();
+    assert!(err.starts_with("Timed out"), "{err}");
+    assert!(
+        answered < Duration::from_millis(2500),
+        "answered after {answered:?}; Docker's own deadline would have passed"
+    );
+    cluster
+        .emulator
+        .delay("/v1/configuration/leases", Duration::ZERO);
+    let id = dataset_id(&cluster.emulator, "slow");
+    eventually("no lease is left behind", || {
+        lease_holder(&cluster, &id).is_none()
+    })
+    .await;
+    // Docker retries; the first Mount's worker may still be giving its lease back.
+    let mut attempt = plugin.docker.mount("slow", "c").await;
+    for _ in 0..5 {
+        match &attempt {
+            Err(e) if e.contains("still in progress") => {
+                attempt = plugin.docker.mount("slow", "c").await
+            }
+            _ => break,
+        }
+    }
+    let path = attempt.unwrap();
+    plugin.docker.unmount("slow", "c").await.unwrap();
+    assert!(!is_mounted(&path));
+    plugin.stop().await;
+    cluster.stop().await;
+}
