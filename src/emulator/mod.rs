@@ -6,6 +6,13 @@
 //! and requests are counted per endpoint (STYLE.md §8.7). It does not persist its model across
 //! restarts and does not implement the deprecated container API.
 //!
+//! Faults a test can inject:
+//! - per request: [`Emulator::fail_next`] (an error answer, nothing applied),
+//!   [`Emulator::delay`] (wait before handling: not applied yet), [`Emulator::delay_answer`]
+//!   (handled and applied, answer held back) and [`Emulator::drop_answer_next`] (handled and
+//!   applied, then the connection breaks before the answer is complete);
+//! - transport: [`Emulator::stop_listening`] / [`Emulator::start_listening`].
+//!
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
 //! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence), `error`.
 
@@ -234,9 +241,29 @@ impl Emulator {
         self.shared.faults.fail_next(method, path, status);
     }
 
-    /// Delays every request to exactly `path` by `d` until called again with `Duration::ZERO`.
+    /// The next `method` request to exactly `path` is handled normally (its change IS applied),
+    /// then the connection breaks before a complete answer arrives: the client sees a transport
+    /// error. Calls queue up like [`Emulator::fail_next`]; such requests are counted as usual.
+    pub fn drop_answer_next(&self, method: &str, path: &str) {
+        self.shared.faults.drop_answer_next(method, path);
+    }
+
+    /// Delays every request to exactly `path` by `d` *before* handling it ("not applied yet"),
+    /// until called again with `Duration::ZERO`.
+    ///
+    /// A client that gives up during the delay closes the connection and the request is never
+    /// applied. Compare [`Emulator::delay_answer`].
     pub fn delay(&self, path: &str, d: Duration) {
         self.shared.faults.delay(path, d);
+    }
+
+    /// Handles every request to exactly `path` at once ("applied"), then holds its answer back
+    /// for `d`, until called again with `Duration::ZERO`.
+    ///
+    /// A client whose timeout is shorter than `d` sees a timeout although its change took
+    /// effect. Compare [`Emulator::delay`].
+    pub fn delay_answer(&self, path: &str, d: Duration) {
+        self.shared.faults.delay_answer(path, d);
     }
 
     /// Requests received for `method` and exactly `path` (e.g. `/v1/state/datasets`).

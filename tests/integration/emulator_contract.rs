@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use flocker_docker_plugin::certs::{self, CertOptions};
 use flocker_docker_plugin::emulator::{self, Convergence, Emulator, Node};
+use flocker_docker_plugin::flocker::{self, DatasetId, NodeId};
 use reqwest::{Method, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -59,6 +60,16 @@ impl Reply {
 
 /// Builds an mTLS client that trusts `ca` and presents `cert`/`key` (if given).
 fn client(ca: &Path, identity: Option<(&Path, &Path)>, addr: SocketAddr) -> reqwest::Client {
+    client_with_timeout(ca, identity, addr, Duration::from_secs(10))
+}
+
+/// Like [`client`], giving up on each request after `timeout`.
+fn client_with_timeout(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
@@ -80,7 +91,7 @@ fn client(ca: &Path, identity: Option<(&Path, &Path)>, addr: SocketAddr) -> reqw
         .tls_backend_preconfigured(config)
         // Upstream clients always verify the server as "control-service" (reference §4.1).
         .resolve(SERVER_NAME, addr)
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .unwrap()
 }
@@ -247,6 +258,12 @@ impl ControlServiceUnderTest {
         let reply = self.get("/v1/configuration/leases").await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.body.as_array().unwrap().clone()
+    }
+
+    /// The plugin's own control-service client, with the plugin's certificates.
+    fn flocker_client(&self) -> flocker::Client {
+        let url = format!("https://127.0.0.1:{}", self.addr.port());
+        flocker::Client::new(&url.parse().unwrap(), &self.certs).unwrap()
     }
 
     /// Stops the emulator and unmounts everything it mounted.
@@ -1036,6 +1053,104 @@ async fn stop_and_start_listening_keeps_the_model() {
     let (listed, _) = svc.configured().await;
     assert_eq!(listed, vec![created]);
     assert_eq!(emulator.configured_datasets(), listed);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_answer_is_a_transport_error_although_the_change_is_applied() {
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) =
+        svc.emulator("a_dropped_answer_is_a_transport_error_although_the_change_is_applied")
+    else {
+        return;
+    };
+    let client = svc.flocker_client();
+    let (dataset, node) = (Uuid::new_v4(), svc.node_a.uuid);
+    emulator.drop_answer_next("POST", "/v1/configuration/leases");
+    let err = client
+        .acquire_lease(DatasetId(dataset), NodeId(node))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, flocker::Error::Unreachable { .. }), "{err}");
+    assert_eq!(
+        svc.leases().await,
+        vec![
+            json!({"dataset_id": dataset.to_string(), "node_uuid": node.to_string(), "expires": null})
+        ],
+        "the lease was acquired although its answer was lost"
+    );
+    assert_eq!(
+        emulator.request_count("POST", "/v1/configuration/leases"),
+        1
+    );
+    // Consumed: the retry is answered, and sees the lease as its own (a renewal).
+    let renewed = client
+        .acquire_lease(DatasetId(dataset), NodeId(node))
+        .await
+        .unwrap();
+    assert_eq!(renewed.node_uuid, NodeId(node));
+    assert_eq!(
+        emulator.request_count("POST", "/v1/configuration/leases"),
+        2
+    );
+
+    // Over raw HTTPS: either the status line or the body never arrives complete.
+    emulator.drop_answer_next("GET", "/v1/version");
+    emulator.drop_answer_next("GET", "/v1/version");
+    for _ in 0..2 {
+        let url = format!("{}/v1/version", svc.base);
+        let answer = async { svc.client.get(url).send().await?.bytes().await }.await;
+        assert!(answer.is_err(), "{answer:?}");
+    }
+    assert_eq!(svc.get("/v1/version").await.status, StatusCode::OK);
+    assert_eq!(emulator.request_count("GET", "/v1/version"), 3);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn delay_holds_requests_unapplied_and_delay_answer_holds_applied_answers() {
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) =
+        svc.emulator("delay_holds_requests_unapplied_and_delay_answer_holds_applied_answers")
+    else {
+        return;
+    };
+    // The client gives up long before either delay ends; nothing here waits for the delays.
+    let impatient = client_with_timeout(
+        &svc.certs.join("cluster.crt"),
+        Some((&svc.certs.join("plugin.crt"), &svc.certs.join("plugin.key"))),
+        svc.addr,
+        Duration::from_millis(300),
+    );
+    let path = "/v1/configuration/datasets";
+    let create = || {
+        impatient
+            .post(format!("{}{path}", svc.base))
+            .body(json!({"primary": svc.node_a.uuid.to_string()}).to_string())
+            .send()
+    };
+    let long = Duration::from_secs(60);
+
+    emulator.delay(path, long);
+    let err = create().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        emulator.configured_datasets().is_empty(),
+        "delay: not applied yet when the client gives up"
+    );
+    emulator.delay(path, Duration::ZERO);
+
+    emulator.delay_answer(path, long);
+    let err = create().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(
+        emulator.configured_datasets().len(),
+        1,
+        "delay_answer: applied although the client timed out"
+    );
+    emulator.delay_answer(path, Duration::ZERO);
+    assert_eq!(create().await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(emulator.request_count("POST", path), 3);
     svc.shutdown().await;
 }
 
