@@ -11,7 +11,8 @@
 //!   [`Emulator::delay`] (wait before handling: not applied yet), [`Emulator::delay_answer`]
 //!   (handled and applied, answer held back) and [`Emulator::drop_answer_next`] (handled and
 //!   applied, then the connection breaks before the answer is complete);
-//! - transport: [`Emulator::stop_listening`] / [`Emulator::start_listening`].
+//! - transport: [`Emulator::stop_listening`] / [`Emulator::start_listening`] and
+//!   [`Emulator::set_tls_fault`] (a server certificate from a foreign CA).
 //!
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
 //! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence), `error`.
@@ -32,11 +33,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustls::ServerConfig;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::error;
+use tracing::{error, info};
 use uuid::Uuid;
 
 // Mount-table helpers, re-exported so tests can check mounts the same way the agent does.
@@ -46,6 +46,7 @@ pub use error::Error;
 use agent::Agent;
 use faults::Faults;
 use model::{Action, Model, NodeInfo, Phase};
+use tls::ServerCerts;
 
 /// A node whose dataset agent this emulator runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,10 +156,29 @@ impl Shared {
 pub struct Emulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    tls: Arc<ServerConfig>,
+    tls: Arc<ServerCerts>,
     share_mount_roots: bool,
-    server: Mutex<Option<JoinHandle<()>>>,
+    server: Mutex<Option<Server>>,
     background: Vec<JoinHandle<()>>,
+}
+
+/// The accept loop's task and its channel for closing every open connection.
+#[derive(Debug)]
+struct Server {
+    task: JoinHandle<()>,
+    close_all: mpsc::UnboundedSender<tls::CloseAll>,
+}
+
+impl Server {
+    fn spawn(
+        listener: tokio::net::TcpListener,
+        tls: Arc<ServerCerts>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let (close_all, requests) = mpsc::unbounded_channel();
+        let task = tokio::spawn(tls::serve(listener, tls, api::router(shared), requests));
+        Server { task, close_all }
+    }
 }
 
 impl Emulator {
@@ -167,7 +187,10 @@ impl Emulator {
     /// Must be called inside a Tokio runtime. The socket is bound before this returns, so
     /// clients may connect immediately.
     pub fn start(config: Config) -> Result<Emulator, Error> {
-        let tls = tls::server_config(&config.certs_dir)?;
+        let tls = Arc::new(ServerCerts::load(
+            &config.certs_dir,
+            &config.data_dir.join("foreign-ca"),
+        )?);
         let mut agent = Agent::new(&config.data_dir)?;
         let mut model = Model::new(rand::random());
         for node in &config.nodes {
@@ -197,11 +220,7 @@ impl Emulator {
             background.push(tokio::spawn(lag::expire_leases(Arc::downgrade(&shared))));
         }
         let (listener, addr) = bind(config.listen)?;
-        let server = tokio::spawn(tls::serve(
-            listener,
-            tls.clone(),
-            api::router(shared.clone()),
-        ));
+        let server = Server::spawn(listener, tls.clone(), shared.clone());
         Ok(Emulator {
             shared,
             addr,
@@ -314,11 +333,11 @@ impl Emulator {
 
     /// Closes the listener and every open connection; the model is kept.
     pub async fn stop_listening(&self) {
-        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let server = self.server_slot().take();
         if let Some(server) = server {
-            server.abort();
+            server.task.abort();
             // Wait until the task (and with it the listener and connections) is gone.
-            let _ = server.await;
+            let _ = server.task.await;
         }
     }
 
@@ -326,13 +345,42 @@ impl Emulator {
     pub async fn start_listening(&self) -> Result<(), Error> {
         self.stop_listening().await;
         let (listener, _) = bind(self.addr)?;
-        let server = tokio::spawn(tls::serve(
-            listener,
-            self.tls.clone(),
-            api::router(self.shared.clone()),
-        ));
-        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        let server = Server::spawn(listener, self.tls.clone(), self.shared.clone());
+        *self.server_slot() = Some(server);
         Ok(())
+    }
+
+    fn server_slot(&self) -> MutexGuard<'_, Option<Server>> {
+        self.server.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// While `on`, new connections get a control-service certificate from a different, freshly
+    /// generated CA (made with [`crate::certs`] in `<data_dir>/foreign-ca` on first use), so a
+    /// client trusting the cluster CA fails the TLS handshake.
+    ///
+    /// Turning it on also closes every open connection (the listener stays open), so clients
+    /// with pooled keep-alive connections must handshake again; such a client may see one
+    /// transport error for a request it had already written on the closed connection.
+    /// Turning it off lets new handshakes succeed again.
+    pub async fn set_tls_fault(&self, on: bool) -> Result<(), Error> {
+        self.tls.set_fault(on)?;
+        info!(on, "TLS fault");
+        if on {
+            self.close_connections().await;
+        }
+        Ok(())
+    }
+
+    /// Aborts every open connection and waits until they are gone; does nothing when not listening.
+    async fn close_connections(&self) {
+        let close_all = self.server_slot().as_ref().map(|s| s.close_all.clone());
+        let Some(close_all) = close_all else {
+            return;
+        };
+        let (done, closed) = oneshot::channel();
+        if close_all.send(done).is_ok() {
+            let _ = closed.await;
+        }
     }
 
     /// Stops serving and background convergence, then unmounts everything the agent mounted.
@@ -353,7 +401,7 @@ impl Drop for Emulator {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            server.abort();
+            server.task.abort();
         }
         for task in &self.background {
             task.abort();

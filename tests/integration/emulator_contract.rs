@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flocker_docker_plugin::certs::{self, CertOptions};
-use flocker_docker_plugin::emulator::{self, Convergence, Emulator, Node};
+use flocker_docker_plugin::emulator::{self, Convergence, Emulator, Node, FLOCKER_VERSION};
 use flocker_docker_plugin::flocker::{self, DatasetId, NodeId};
 use reqwest::{Method, StatusCode};
 use rustls::pki_types::pem::PemObject;
@@ -1151,6 +1151,48 @@ async fn delay_holds_requests_unapplied_and_delay_answer_holds_applied_answers()
     emulator.delay_answer(path, Duration::ZERO);
     assert_eq!(create().await.unwrap().status(), StatusCode::CREATED);
     assert_eq!(emulator.request_count("POST", path), 3);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_fault_fails_handshakes_with_a_tls_error_until_cleared() {
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) = svc.emulator("tls_fault_fails_handshakes_with_a_tls_error_until_cleared")
+    else {
+        return;
+    };
+    let pooled = svc.flocker_client();
+    assert_eq!(pooled.version().await.unwrap(), FLOCKER_VERSION);
+
+    emulator.set_tls_fault(true).await.unwrap();
+    let fresh = svc.flocker_client();
+    let err = fresh.version().await.unwrap_err();
+    assert!(matches!(err, flocker::Error::Tls { .. }), "{err}");
+    assert!(
+        version_with(&svc.client, &svc.base).await.is_err(),
+        "raw HTTPS fails too"
+    );
+    // The pooled connection was closed; a request already written on it may see that close
+    // (keep-alive race) before the client handshakes anew and fails verifying the foreign CA.
+    let mut err = pooled.version().await.unwrap_err();
+    if matches!(err, flocker::Error::Unreachable { .. }) {
+        err = pooled.version().await.unwrap_err();
+    }
+    assert!(matches!(err, flocker::Error::Tls { .. }), "{err}");
+    assert_eq!(
+        emulator.request_count("GET", "/v1/version"),
+        1,
+        "no request got through"
+    );
+
+    emulator.set_tls_fault(false).await.unwrap();
+    assert_eq!(pooled.version().await.unwrap(), FLOCKER_VERSION);
+    assert_eq!(fresh.version().await.unwrap(), FLOCKER_VERSION);
+    // Turning it on again reuses the foreign CA made the first time.
+    emulator.set_tls_fault(true).await.unwrap();
+    let err = svc.flocker_client().version().await.unwrap_err();
+    assert!(matches!(err, flocker::Error::Tls { .. }), "{err}");
+    emulator.set_tls_fault(false).await.unwrap();
     svc.shutdown().await;
 }
 
