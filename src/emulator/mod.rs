@@ -12,7 +12,8 @@
 //!   (handled and applied, answer held back) and [`Emulator::drop_answer_next`] (handled and
 //!   applied, then the connection breaks before the answer is complete);
 //! - transport: [`Emulator::stop_listening`] / [`Emulator::start_listening`] and
-//!   [`Emulator::set_tls_fault`] (a server certificate from a foreign CA).
+//!   [`Emulator::set_tls_fault`] (a server certificate from a foreign CA);
+//! - agent: [`Emulator::pause_agent`] (background convergence stops).
 //!
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
 //! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence), `error`.
@@ -30,13 +31,14 @@ mod tls;
 
 use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 use uuid::Uuid;
 
 // Mount-table helpers, re-exported so tests can check mounts the same way the agent does.
@@ -95,6 +97,8 @@ pub(crate) struct Shared {
     faults: Faults,
     /// Held for whole convergence passes (never across an await), so passes do not interleave.
     agent: Mutex<Agent>,
+    /// While set, background passes (`Convergence::After`, lease expiry) change nothing.
+    agent_paused: AtomicBool,
     /// Set with `Convergence::After`: each configuration change is sent to the lag task.
     changes: Option<mpsc::UnboundedSender<()>>,
 }
@@ -122,11 +126,26 @@ impl Shared {
         self.agent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies the plan for `phase` to completion; stops at the first failed action.
+    /// Applies the plan for `phase` to completion, paused or not; stops at the first failed action.
     ///
     /// Mount syscalls are quick, so this runs inline on the async worker.
     fn converge(&self, phase: Phase) -> Result<(), Error> {
         let mut agent = self.agent();
+        self.converge_with(&mut agent, phase)
+    }
+
+    /// Like [`Shared::converge`], but does nothing while the agent is paused.
+    fn converge_in_background(&self, phase: Phase) -> Result<(), Error> {
+        let mut agent = self.agent();
+        // Checked under the agent lock, so `pause_agent` can wait out a pass already running.
+        if self.agent_paused.load(Ordering::SeqCst) {
+            debug!(?phase, "agent paused: background pass skipped");
+            return Ok(());
+        }
+        self.converge_with(&mut agent, phase)
+    }
+
+    fn converge_with(&self, agent: &mut Agent, phase: Phase) -> Result<(), Error> {
         let actions = self.model().plan(&agent.local_nodes(), phase);
         for action in actions {
             let path = agent.apply(&action)?;
@@ -208,6 +227,7 @@ impl Emulator {
             model: Mutex::new(model),
             faults: Faults::default(),
             agent: Mutex::new(agent),
+            agent_paused: AtomicBool::new(false),
             changes,
         });
         let mut background = Vec::new();
@@ -243,7 +263,8 @@ impl Emulator {
 
     /// Applies all pending configuration to state (moves and deletes too, respecting leases).
     ///
-    /// Failures are logged; use [`Emulator::try_converge`] to get them.
+    /// Runs even while the agent is paused ([`Emulator::pause_agent`]). Failures are logged; use
+    /// [`Emulator::try_converge`] to get them.
     pub async fn converge(&self) {
         if let Err(e) = self.try_converge().await {
             error!(error = %e, "convergence failed");
@@ -381,6 +402,23 @@ impl Emulator {
         if close_all.send(done).is_ok() {
             let _ = closed.await;
         }
+    }
+
+    /// Pauses (`true`) or resumes the agent's background convergence.
+    ///
+    /// While paused, neither `Convergence::After` passes nor the passes that follow a lease's
+    /// expiry change state; configuration and leases still change through the API. Pausing
+    /// waits for a pass already running, so state is frozen when this returns. Resuming
+    /// schedules a pass (after the lag) for what changed meanwhile. An explicit
+    /// [`Emulator::converge`] still converges while paused: it is a deliberate test step.
+    pub fn pause_agent(&self, paused: bool) {
+        self.shared.agent_paused.store(paused, Ordering::SeqCst);
+        if paused {
+            drop(self.shared.agent());
+        } else {
+            self.shared.config_changed();
+        }
+        info!(paused, "agent");
     }
 
     /// Stops serving and background convergence, then unmounts everything the agent mounted.

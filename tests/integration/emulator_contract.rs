@@ -9,7 +9,7 @@
 //! on stderr when run against a real service. Tests that mount need root: they panic under
 //! `CI=true` and print a skip notice otherwise. This module is self-contained on purpose.
 
-use crate::util::require_root;
+use crate::util::{eventually, require_root};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1373,5 +1373,76 @@ async fn after_lag_state_follows_without_converge() {
     assert!(started.elapsed() >= lag);
     let state = emulator.state_datasets();
     assert!(state[0].get("path").is_none(), "non-manifest: {state:?}");
+    emulator.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_agent_changes_nothing_until_resumed() {
+    const TEST: &str = "a_paused_agent_changes_nothing_until_resumed";
+    if !require_root(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lag = Duration::from_millis(50);
+    let (emulator, node) = start_emulator(dir.path(), Convergence::After(lag), false);
+    let (client, base) = plugin_client(dir.path(), &emulator);
+    let created: Value = client
+        .post(format!("{base}/v1/configuration/datasets"))
+        .body(json!({"primary": node.uuid.to_string()}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = id_of(&created);
+    let path = node.mount_root.canonicalize().unwrap().join(&id);
+    eventually("the dataset is mounted", || is_mount_point(&path)).await;
+
+    // A short lease pins it while a move away is configured; then the agent is paused.
+    let lease = json!({"dataset_id": id, "node_uuid": node.uuid.to_string(), "expires": 0.2});
+    let leased = client
+        .post(format!("{base}/v1/configuration/leases"))
+        .body(lease.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(leased.status(), StatusCode::CREATED);
+    let elsewhere = json!({"primary": Uuid::new_v4().to_string()});
+    let moved = client
+        .post(format!("{base}{}", dataset_path(&id)))
+        .body(elsewhere.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK);
+    emulator.pause_agent(true);
+    eventually("the lease expires", || emulator.leases().is_empty()).await;
+    // Absence can only be shown by waiting: several lags after the expiry-triggered pass was due.
+    tokio::time::sleep(lag * 6).await;
+    assert!(is_mount_point(&path), "paused: the expiry moved nothing");
+    assert_eq!(
+        emulator.state_datasets()[0]["primary"],
+        json!(node.uuid.to_string())
+    );
+
+    emulator.pause_agent(false);
+    eventually("the resumed agent unmounts it", || !is_mount_point(&path)).await;
+    assert!(emulator.state_datasets()[0].get("primary").is_none());
+
+    // An explicit converge is a test step and still works while paused.
+    emulator.pause_agent(true);
+    let back = json!({"primary": node.uuid.to_string()});
+    let moved = client
+        .post(format!("{base}{}", dataset_path(&id)))
+        .body(back.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK);
+    tokio::time::sleep(lag * 6).await;
+    assert!(!is_mount_point(&path), "paused: the move back did nothing");
+    emulator.converge().await;
+    assert!(is_mount_point(&path));
     emulator.shutdown().await.unwrap();
 }
