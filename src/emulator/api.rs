@@ -339,8 +339,7 @@ async fn state_datasets(State(shared): State<Arc<Shared>>) -> Response {
 async fn state_nodes(State(shared): State<Arc<Shared>>) -> Response {
     let body: Vec<Value> = shared
         .model()
-        .nodes()
-        .iter()
+        .live_nodes()
         .map(|n| json!({ "host": n.host.to_string(), "uuid": n.uuid.to_string() }))
         .collect();
     ok(&Value::Array(body))

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use uuid::Uuid;
+
 /// Why the emulator could not start, listen, converge or inject a fault; each variant names what
 /// was involved.
 #[derive(Debug, thiserror::Error)]
@@ -95,5 +97,11 @@ pub enum Error {
     MountInfo {
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// No node with this uuid was ever registered.
+    #[error("no node {uuid} is registered with the emulator")]
+    UnknownNode {
+        /// The node.
+        uuid: Uuid,
     },
 }

@@ -13,7 +13,9 @@
 //!   applied, then the connection breaks before the answer is complete);
 //! - transport: [`Emulator::stop_listening`] / [`Emulator::start_listening`] and
 //!   [`Emulator::set_tls_fault`] (a server certificate from a foreign CA);
-//! - agent: [`Emulator::pause_agent`] (background convergence stops).
+//! - agent: [`Emulator::pause_agent`] (background convergence stops) and
+//!   [`Emulator::kill_node`] / [`Emulator::revive_node`] (a machine dies: it leaves the node list
+//!   and state, its agent stops, its mounts stay until a move force-detaches them).
 //!
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
 //! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence), `error`.
@@ -263,7 +265,8 @@ impl Emulator {
 
     /// Applies all pending configuration to state (moves and deletes too, respecting leases).
     ///
-    /// Runs even while the agent is paused ([`Emulator::pause_agent`]). Failures are logged; use
+    /// Runs even while the agent is paused ([`Emulator::pause_agent`]); acts on dead nodes only
+    /// to force-detach ([`Emulator::kill_node`]). Failures are logged; use
     /// [`Emulator::try_converge`] to get them.
     pub async fn converge(&self) {
         if let Err(e) = self.try_converge().await {
@@ -419,6 +422,43 @@ impl Emulator {
             self.shared.config_changed();
         }
         info!(paused, "agent");
+    }
+
+    /// Models the death of node `uuid`'s machine.
+    ///
+    /// The node leaves `GET /v1/state/nodes`, `by_era` for its era answers 404, and its
+    /// datasets leave `GET /v1/state/datasets`. Its agent stops acting there (no new mounts, no
+    /// backing for datasets configured there). Its bind mounts stay, but a dataset mounted there
+    /// that the configuration puts on a live local node is force-detached (unmounted from the
+    /// dead node's mount root) and mounted on the new primary at the next pass, unless the dead
+    /// node holds its lease; then it stays until the lease is released through the API.
+    /// Waits for a pass already running. Leases and configuration are untouched.
+    pub fn kill_node(&self, uuid: Uuid) -> Result<(), Error> {
+        let _pass = self.shared.agent();
+        if !self.shared.model().kill_node(uuid) {
+            return Err(Error::UnknownNode { uuid });
+        }
+        info!(%uuid, "node killed");
+        self.shared.config_changed();
+        Ok(())
+    }
+
+    /// Brings a node killed with [`Emulator::kill_node`] back, with the same era.
+    ///
+    /// It is listed and found by era again, state shows what is still mounted there, and its
+    /// agent acts on it again from the next pass. Reviving a live node changes nothing.
+    pub fn revive_node(&self, uuid: Uuid) -> Result<(), Error> {
+        if !self.shared.model().revive_node(uuid) {
+            return Err(Error::UnknownNode { uuid });
+        }
+        info!(%uuid, "node revived");
+        self.shared.config_changed();
+        Ok(())
+    }
+
+    /// The nodes that are registered and alive, in registration order.
+    pub fn live_nodes(&self) -> Vec<Uuid> {
+        self.shared.model().live_nodes().map(|n| n.uuid).collect()
     }
 
     /// Stops serving and background convergence, then unmounts everything the agent mounted.

@@ -1446,3 +1446,102 @@ async fn a_paused_agent_changes_nothing_until_resumed() {
     assert!(is_mount_point(&path));
     emulator.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dead_node_vanishes_keeps_its_mounts_and_is_force_detached_by_a_move() {
+    const TEST: &str = "a_dead_node_vanishes_keeps_its_mounts_and_is_force_detached_by_a_move";
+    if !require_root(TEST) {
+        return;
+    }
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) = svc.emulator(TEST) else {
+        return;
+    };
+    let (a, b) = (svc.node_a.clone(), svc.node_b.clone());
+    let root_a = a.mount_root.canonicalize().unwrap();
+    let moving = id_of(&svc.create(a.uuid, json!({})).await);
+    let staying = id_of(&svc.create(a.uuid, json!({})).await);
+    emulator.converge().await;
+    let (moving_a, staying_a) = (root_a.join(&moving), root_a.join(&staying));
+    assert!(is_mount_point(&moving_a) && is_mount_point(&staying_a));
+    std::fs::write(moving_a.join("hello"), "written on A").unwrap();
+    let lease = json!({"dataset_id": moving, "node_uuid": a.uuid.to_string(), "expires": null});
+    svc.post("/v1/configuration/leases", &lease).await;
+
+    emulator.kill_node(a.uuid).unwrap();
+    assert_eq!(emulator.live_nodes(), vec![b.uuid]);
+    let nodes = svc.get("/v1/state/nodes").await.body;
+    assert_eq!(
+        nodes,
+        json!([{"host": "127.0.0.1", "uuid": b.uuid.to_string()}])
+    );
+    let by_era = svc.get(&format!("/v1/state/nodes/by_era/{}", a.era)).await;
+    assert_eq!(by_era.status, StatusCode::NOT_FOUND);
+    let state = svc.state().await;
+    assert!(
+        entry_for(&state, &moving).is_empty() && entry_for(&state, &staying).is_empty(),
+        "the dead node's state is forgotten: {state:?}"
+    );
+    assert!(
+        is_mount_point(&moving_a) && is_mount_point(&staying_a),
+        "nobody unmounts a dead machine"
+    );
+
+    // Its agent acts no more: a dataset configured there is neither created nor mounted.
+    let late = id_of(&svc.create(a.uuid, json!({})).await);
+    emulator.converge().await;
+    assert!(entry_for(&svc.state().await, &late).is_empty());
+    assert!(!is_mount_point(&root_a.join(&late)));
+
+    // The dead node's lease pins the dataset through a move...
+    svc.post(
+        &dataset_path(&moving),
+        &json!({"primary": b.uuid.to_string()}),
+    )
+    .await;
+    emulator.converge().await;
+    let moving_b = b.mount_root.canonicalize().unwrap().join(&moving);
+    assert!(is_mount_point(&moving_a) && !is_mount_point(&moving_b));
+    assert!(entry_for(&svc.state().await, &moving).is_empty());
+
+    // ...until it is released through the API: then it is force-detached and moves.
+    let released = svc
+        .delete(&format!("/v1/configuration/leases/{moving}"))
+        .await;
+    assert_eq!(released.status, StatusCode::OK);
+    emulator.converge().await;
+    assert!(
+        !is_mount_point(&moving_a),
+        "force-detached from the dead node"
+    );
+    assert!(is_mount_point(&moving_b));
+    assert_eq!(
+        std::fs::read_to_string(moving_b.join("hello")).unwrap(),
+        "written on A"
+    );
+    assert_eq!(
+        entry_for(&svc.state().await, &moving)[0]["primary"],
+        json!(b.uuid.to_string())
+    );
+    assert!(is_mount_point(&staying_a), "datasets not moved stay put");
+
+    emulator.revive_node(a.uuid).unwrap();
+    assert_eq!(emulator.live_nodes(), vec![a.uuid, b.uuid]);
+    let found = svc.get(&format!("/v1/state/nodes/by_era/{}", a.era)).await;
+    assert_eq!(found.body, json!({"uuid": a.uuid.to_string()}));
+    let state = svc.state().await;
+    assert_eq!(
+        entry_for(&state, &staying)[0]["primary"],
+        json!(a.uuid.to_string()),
+        "state shows what is still mounted there"
+    );
+    assert_eq!(entry_for(&state, &moving).len(), 1, "not back on A");
+    emulator.converge().await;
+    assert!(is_mount_point(&root_a.join(&late)), "its agent acts again");
+
+    assert!(matches!(
+        emulator.kill_node(Uuid::new_v4()),
+        Err(emulator::Error::UnknownNode { .. })
+    ));
+    svc.shutdown().await;
+}
