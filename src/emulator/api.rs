@@ -1,13 +1,15 @@
 //! The REST API v1 routes of the emulated control service: paths, JSON bodies, status codes.
 //!
 //! Follows `reference/flocker-upstream.md` §5 (F:flocker/control/httpapi.py). Also hosts the
-//! middleware that counts, fails, delays and logs every request (data from `faults`). It does
-//! not do TLS (`tls`) or touch mounts (`agent`); it only edits the model and signals changes.
+//! middleware that counts, fails, delays, drops answers and logs every request (data from
+//! `faults`). It does not do TLS (`tls`) or touch mounts (`agent`); it only edits the model and
+//! signals changes.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -65,7 +67,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Counts, then fails or delays as configured, then logs method, path and status.
+/// Counts; waits, fails, handles; logs; then holds back or breaks the answer, as configured.
+///
+/// A client that gives up during `delay` drops this future before the handler runs, so nothing
+/// is applied; `delay_answer` and `drop_answer` act only after the handler has returned.
 async fn intercept(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -77,8 +82,37 @@ async fn intercept(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
         Some(Ok(status)) => described(status, "injected fault"),
         _ => next.run(req).await,
     };
-    info!(%method, %path, status = response.status().as_u16(), injected = plan.fail.is_some(), "request");
+    info!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        injected = plan.fail.is_some(),
+        answer_delay_ms = plan.delay_answer.map(|d| d.as_millis() as u64),
+        answer_dropped = plan.drop_answer,
+        "request"
+    );
+    if let Some(d) = plan.delay_answer {
+        tokio::time::sleep(d).await;
+    }
+    if plan.drop_answer {
+        return broken(response);
+    }
     response
+}
+
+/// The answer's status and headers with a body that fails at once, so hyper aborts the
+/// connection and the client never receives a complete answer (a transport error).
+fn broken(response: Response) -> Response {
+    let (mut parts, _) = response.into_parts();
+    // Without a length hyper streams the body, and the stream's error ends the connection.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let failing = futures::stream::once(async {
+        Err::<Bytes, _>(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "injected fault: answer dropped",
+        ))
+    });
+    Response::from_parts(parts, Body::from_stream(failing))
 }
 
 /// A JSON body with `content-type: application/json`, as every upstream response has.
@@ -305,8 +339,7 @@ async fn state_datasets(State(shared): State<Arc<Shared>>) -> Response {
 async fn state_nodes(State(shared): State<Arc<Shared>>) -> Response {
     let body: Vec<Value> = shared
         .model()
-        .nodes()
-        .iter()
+        .live_nodes()
         .map(|n| json!({ "host": n.host.to_string(), "uuid": n.uuid.to_string() }))
         .collect();
     ok(&Value::Array(body))

@@ -6,7 +6,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Why the emulator could not start, listen or converge; each variant names its path or address.
+use uuid::Uuid;
+
+/// Why the emulator could not start, listen, converge or inject a fault; each variant names what
+/// was involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Binding the listening socket failed.
@@ -32,6 +35,14 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// Certificates (the TLS fault's foreign CA) could not be generated.
+    #[error("cannot generate certificates in {path}")]
+    GenerateCerts {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: crate::certs::Error,
     },
     /// rustls rejected the configuration.
     #[error("TLS configuration failed while {what}")]
@@ -86,5 +97,11 @@ pub enum Error {
     MountInfo {
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// No node with this uuid was ever registered.
+    #[error("no node {uuid} is registered with the emulator")]
+    UnknownNode {
+        /// The node.
+        uuid: Uuid,
     },
 }

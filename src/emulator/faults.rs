@@ -1,19 +1,24 @@
 //! Fault injection and request counting, kept as data the tests set and read.
 //!
-//! Only bookkeeping lives here: which request should fail or wait, and how many requests each
-//! (method, path) received. The HTTP middleware that applies it is in `api`.
+//! Only bookkeeping lives here: which request should fail, wait (before or after it is handled)
+//! or lose its answer, and how many requests each (method, path) received. The HTTP middleware
+//! that applies it is in `api`; TLS faults and agent faults are not requests and live elsewhere.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// What to do with one incoming request before it reaches its handler.
+/// What to do with one incoming request, around its handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Intercept {
     /// Answer with this status and `{"description": "injected fault"}` instead of handling it.
     pub fail: Option<u16>,
-    /// Wait this long first.
+    /// Wait this long before handling it (nothing is applied while waiting).
     pub delay: Option<Duration>,
+    /// Wait this long after handling it, before answering (the change is already applied).
+    pub delay_answer: Option<Duration>,
+    /// Break the connection instead of delivering the answer (after handling it).
+    pub drop_answer: bool,
 }
 
 /// Injected faults, delays and per-endpoint request counts.
@@ -26,7 +31,12 @@ pub struct Faults {
 struct Inner {
     /// (METHOD, path) → statuses for the next matching requests, first in first out.
     fail_next: HashMap<(String, String), VecDeque<u16>>,
+    /// (METHOD, path) → how many of the next matching requests lose their answer.
+    drop_answer_next: HashMap<(String, String), usize>,
+    /// path → delay before handling.
     delays: HashMap<String, Duration>,
+    /// path → delay between handling and answering.
+    answer_delays: HashMap<String, Duration>,
     counts: HashMap<(String, String), usize>,
 }
 
@@ -51,14 +61,26 @@ impl Faults {
             .push_back(status);
     }
 
-    /// Delays every request to exactly `path` by `d`; `Duration::ZERO` clears it.
+    /// The next `method` request to exactly `path` is handled, then its answer is lost
+    /// (calls queue up).
+    pub fn drop_answer_next(&self, method: &str, path: &str) {
+        *self
+            .lock()
+            .drop_answer_next
+            .entry(key(method, path))
+            .or_default() += 1;
+    }
+
+    /// Delays every request to exactly `path` by `d` before handling it; `Duration::ZERO`
+    /// clears it.
     pub fn delay(&self, path: &str, d: Duration) {
-        let mut inner = self.lock();
-        if d.is_zero() {
-            inner.delays.remove(path);
-        } else {
-            inner.delays.insert(path.to_string(), d);
-        }
+        set_or_clear(&mut self.lock().delays, path, d);
+    }
+
+    /// Holds back the answer to every request to exactly `path` by `d` after handling it;
+    /// `Duration::ZERO` clears it.
+    pub fn delay_answer(&self, path: &str, d: Duration) {
+        set_or_clear(&mut self.lock().answer_delays, path, d);
     }
 
     /// How many `method` requests to exactly `path` arrived, including failed ones.
@@ -75,16 +97,34 @@ impl Faults {
         self.lock().counts.clear();
     }
 
-    /// Counts a request and says whether to fail or delay it.
+    /// Counts a request and says what to do with it; consumes one queued failure and one queued
+    /// lost answer for its (method, path), independently.
     pub fn on_request(&self, method: &str, path: &str) -> Intercept {
         let mut inner = self.lock();
         let k = key(method, path);
         *inner.counts.entry(k.clone()).or_default() += 1;
         let fail = inner.fail_next.get_mut(&k).and_then(VecDeque::pop_front);
+        let drop_answer = match inner.drop_answer_next.get_mut(&k) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
         Intercept {
             fail,
             delay: inner.delays.get(path).copied(),
+            delay_answer: inner.answer_delays.get(path).copied(),
+            drop_answer,
         }
+    }
+}
+
+fn set_or_clear(map: &mut HashMap<String, Duration>, path: &str, d: Duration) {
+    if d.is_zero() {
+        map.remove(path);
+    } else {
+        map.insert(path.to_string(), d);
     }
 }
 
@@ -109,5 +149,27 @@ mod tests {
         assert_eq!(f.on_request("GET", "/v1/version").delay, None);
         f.reset_counts();
         assert_eq!(f.request_count("GET", "/v1/version"), 0);
+    }
+
+    #[test]
+    fn dropped_answers_queue_up_and_answer_delays_are_separate() {
+        let f = Faults::default();
+        let path = "/v1/configuration/datasets";
+        f.drop_answer_next("post", path);
+        f.drop_answer_next("POST", path);
+        assert!(!f.on_request("GET", path).drop_answer, "other method");
+        assert!(f.on_request("POST", path).drop_answer);
+        assert!(f.on_request("POST", path).drop_answer);
+        assert!(!f.on_request("POST", path).drop_answer, "consumed");
+        assert_eq!(f.request_count("POST", path), 3);
+
+        f.delay_answer(path, Duration::from_secs(3));
+        let plan = f.on_request("POST", path);
+        assert_eq!(
+            (plan.delay, plan.delay_answer),
+            (None, Some(Duration::from_secs(3)))
+        );
+        f.delay_answer(path, Duration::ZERO);
+        assert_eq!(f.on_request("POST", path), Intercept::default());
     }
 }

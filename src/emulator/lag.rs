@@ -2,8 +2,9 @@
 //!
 //! Each configuration change schedules an unmount pass at half the lag and a full pass at the
 //! whole lag, so a move is observable as "non-manifest" in between. A second task expires
-//! leases once per second like upstream's `LeaseService`. Nothing here runs with
-//! `Convergence::Manual`; tests then call `Emulator::converge` instead.
+//! leases once per second like upstream's `LeaseService`. Passes change nothing while the agent
+//! is paused (`Emulator::pause_agent`). Nothing here runs with `Convergence::Manual`; tests
+//! then call `Emulator::converge` instead.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -51,7 +52,7 @@ async fn pass(shared: &Weak<Shared>, phase: Phase) {
     let Some(shared) = shared.upgrade() else {
         return;
     };
-    if let Err(e) = shared.converge(phase) {
+    if let Err(e) = shared.converge_in_background(phase) {
         error!(error = %e, ?phase, "background convergence failed");
     }
 }

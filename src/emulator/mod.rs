@@ -6,6 +6,17 @@
 //! and requests are counted per endpoint (STYLE.md §8.7). It does not persist its model across
 //! restarts and does not implement the deprecated container API.
 //!
+//! Faults a test can inject:
+//! - per request: [`Emulator::fail_next`] (an error answer, nothing applied),
+//!   [`Emulator::delay`] (wait before handling: not applied yet), [`Emulator::delay_answer`]
+//!   (handled and applied, answer held back) and [`Emulator::drop_answer_next`] (handled and
+//!   applied, then the connection breaks before the answer is complete);
+//! - transport: [`Emulator::stop_listening`] / [`Emulator::start_listening`] and
+//!   [`Emulator::set_tls_fault`] (a server certificate from a foreign CA);
+//! - agent: [`Emulator::pause_agent`] (background convergence stops) and
+//!   [`Emulator::kill_node`] / [`Emulator::revive_node`] (a machine dies: it leaves the node list
+//!   and state, its agent stops, its mounts stay until a move force-detaches them).
+//!
 //! Files: `model` (pure state), `schema` (request validation), `api` (routes), `tls` (accept
 //! loop), `agent` (mounts), `faults` (injection and counting), `lag` (background convergence), `error`.
 
@@ -22,14 +33,14 @@ mod tls;
 
 use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustls::ServerConfig;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::error;
+use tracing::{debug, error, info};
 use uuid::Uuid;
 
 // Mount-table helpers, re-exported so tests can check mounts the same way the agent does.
@@ -39,6 +50,7 @@ pub use error::Error;
 use agent::Agent;
 use faults::Faults;
 use model::{Action, Model, NodeInfo, Phase};
+use tls::ServerCerts;
 
 /// A node whose dataset agent this emulator runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +99,8 @@ pub(crate) struct Shared {
     faults: Faults,
     /// Held for whole convergence passes (never across an await), so passes do not interleave.
     agent: Mutex<Agent>,
+    /// While set, background passes (`Convergence::After`, lease expiry) change nothing.
+    agent_paused: AtomicBool,
     /// Set with `Convergence::After`: each configuration change is sent to the lag task.
     changes: Option<mpsc::UnboundedSender<()>>,
 }
@@ -114,11 +128,26 @@ impl Shared {
         self.agent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies the plan for `phase` to completion; stops at the first failed action.
+    /// Applies the plan for `phase` to completion, paused or not; stops at the first failed action.
     ///
     /// Mount syscalls are quick, so this runs inline on the async worker.
     fn converge(&self, phase: Phase) -> Result<(), Error> {
         let mut agent = self.agent();
+        self.converge_with(&mut agent, phase)
+    }
+
+    /// Like [`Shared::converge`], but does nothing while the agent is paused.
+    fn converge_in_background(&self, phase: Phase) -> Result<(), Error> {
+        let mut agent = self.agent();
+        // Checked under the agent lock, so `pause_agent` can wait out a pass already running.
+        if self.agent_paused.load(Ordering::SeqCst) {
+            debug!(?phase, "agent paused: background pass skipped");
+            return Ok(());
+        }
+        self.converge_with(&mut agent, phase)
+    }
+
+    fn converge_with(&self, agent: &mut Agent, phase: Phase) -> Result<(), Error> {
         let actions = self.model().plan(&agent.local_nodes(), phase);
         for action in actions {
             let path = agent.apply(&action)?;
@@ -148,10 +177,29 @@ impl Shared {
 pub struct Emulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    tls: Arc<ServerConfig>,
+    tls: Arc<ServerCerts>,
     share_mount_roots: bool,
-    server: Mutex<Option<JoinHandle<()>>>,
+    server: Mutex<Option<Server>>,
     background: Vec<JoinHandle<()>>,
+}
+
+/// The accept loop's task and its channel for closing every open connection.
+#[derive(Debug)]
+struct Server {
+    task: JoinHandle<()>,
+    close_all: mpsc::UnboundedSender<tls::CloseAll>,
+}
+
+impl Server {
+    fn spawn(
+        listener: tokio::net::TcpListener,
+        tls: Arc<ServerCerts>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let (close_all, requests) = mpsc::unbounded_channel();
+        let task = tokio::spawn(tls::serve(listener, tls, api::router(shared), requests));
+        Server { task, close_all }
+    }
 }
 
 impl Emulator {
@@ -160,7 +208,10 @@ impl Emulator {
     /// Must be called inside a Tokio runtime. The socket is bound before this returns, so
     /// clients may connect immediately.
     pub fn start(config: Config) -> Result<Emulator, Error> {
-        let tls = tls::server_config(&config.certs_dir)?;
+        let tls = Arc::new(ServerCerts::load(
+            &config.certs_dir,
+            &config.data_dir.join("foreign-ca"),
+        )?);
         let mut agent = Agent::new(&config.data_dir)?;
         let mut model = Model::new(rand::random());
         for node in &config.nodes {
@@ -178,6 +229,7 @@ impl Emulator {
             model: Mutex::new(model),
             faults: Faults::default(),
             agent: Mutex::new(agent),
+            agent_paused: AtomicBool::new(false),
             changes,
         });
         let mut background = Vec::new();
@@ -190,11 +242,7 @@ impl Emulator {
             background.push(tokio::spawn(lag::expire_leases(Arc::downgrade(&shared))));
         }
         let (listener, addr) = bind(config.listen)?;
-        let server = tokio::spawn(tls::serve(
-            listener,
-            tls.clone(),
-            api::router(shared.clone()),
-        ));
+        let server = Server::spawn(listener, tls.clone(), shared.clone());
         Ok(Emulator {
             shared,
             addr,
@@ -217,7 +265,9 @@ impl Emulator {
 
     /// Applies all pending configuration to state (moves and deletes too, respecting leases).
     ///
-    /// Failures are logged; use [`Emulator::try_converge`] to get them.
+    /// Runs even while the agent is paused ([`Emulator::pause_agent`]); acts on dead nodes only
+    /// to force-detach ([`Emulator::kill_node`]). Failures are logged; use
+    /// [`Emulator::try_converge`] to get them.
     pub async fn converge(&self) {
         if let Err(e) = self.try_converge().await {
             error!(error = %e, "convergence failed");
@@ -234,9 +284,29 @@ impl Emulator {
         self.shared.faults.fail_next(method, path, status);
     }
 
-    /// Delays every request to exactly `path` by `d` until called again with `Duration::ZERO`.
+    /// The next `method` request to exactly `path` is handled normally (its change IS applied),
+    /// then the connection breaks before a complete answer arrives: the client sees a transport
+    /// error. Calls queue up like [`Emulator::fail_next`]; such requests are counted as usual.
+    pub fn drop_answer_next(&self, method: &str, path: &str) {
+        self.shared.faults.drop_answer_next(method, path);
+    }
+
+    /// Delays every request to exactly `path` by `d` *before* handling it ("not applied yet"),
+    /// until called again with `Duration::ZERO`.
+    ///
+    /// A client that gives up during the delay closes the connection and the request is never
+    /// applied. Compare [`Emulator::delay_answer`].
     pub fn delay(&self, path: &str, d: Duration) {
         self.shared.faults.delay(path, d);
+    }
+
+    /// Handles every request to exactly `path` at once ("applied"), then holds its answer back
+    /// for `d`, until called again with `Duration::ZERO`.
+    ///
+    /// A client whose timeout is shorter than `d` sees a timeout although its change took
+    /// effect. Compare [`Emulator::delay`].
+    pub fn delay_answer(&self, path: &str, d: Duration) {
+        self.shared.faults.delay_answer(path, d);
     }
 
     /// Requests received for `method` and exactly `path` (e.g. `/v1/state/datasets`).
@@ -287,11 +357,11 @@ impl Emulator {
 
     /// Closes the listener and every open connection; the model is kept.
     pub async fn stop_listening(&self) {
-        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let server = self.server_slot().take();
         if let Some(server) = server {
-            server.abort();
+            server.task.abort();
             // Wait until the task (and with it the listener and connections) is gone.
-            let _ = server.await;
+            let _ = server.task.await;
         }
     }
 
@@ -299,13 +369,96 @@ impl Emulator {
     pub async fn start_listening(&self) -> Result<(), Error> {
         self.stop_listening().await;
         let (listener, _) = bind(self.addr)?;
-        let server = tokio::spawn(tls::serve(
-            listener,
-            self.tls.clone(),
-            api::router(self.shared.clone()),
-        ));
-        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        let server = Server::spawn(listener, self.tls.clone(), self.shared.clone());
+        *self.server_slot() = Some(server);
         Ok(())
+    }
+
+    fn server_slot(&self) -> MutexGuard<'_, Option<Server>> {
+        self.server.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// While `on`, new connections get a control-service certificate from a different, freshly
+    /// generated CA (made with [`crate::certs`] in `<data_dir>/foreign-ca` on first use), so a
+    /// client trusting the cluster CA fails the TLS handshake.
+    ///
+    /// Turning it on also closes every open connection (the listener stays open), so clients
+    /// with pooled keep-alive connections must handshake again; such a client may see one
+    /// transport error for a request it had already written on the closed connection.
+    /// Turning it off lets new handshakes succeed again.
+    pub async fn set_tls_fault(&self, on: bool) -> Result<(), Error> {
+        self.tls.set_fault(on)?;
+        info!(on, "TLS fault");
+        if on {
+            self.close_connections().await;
+        }
+        Ok(())
+    }
+
+    /// Aborts every open connection and waits until they are gone; does nothing when not listening.
+    async fn close_connections(&self) {
+        let close_all = self.server_slot().as_ref().map(|s| s.close_all.clone());
+        let Some(close_all) = close_all else {
+            return;
+        };
+        let (done, closed) = oneshot::channel();
+        if close_all.send(done).is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// Pauses (`true`) or resumes the agent's background convergence.
+    ///
+    /// While paused, neither `Convergence::After` passes nor the passes that follow a lease's
+    /// expiry change state; configuration and leases still change through the API. Pausing
+    /// waits for a pass already running, so state is frozen when this returns. Resuming
+    /// schedules a pass (after the lag) for what changed meanwhile. An explicit
+    /// [`Emulator::converge`] still converges while paused: it is a deliberate test step.
+    pub fn pause_agent(&self, paused: bool) {
+        self.shared.agent_paused.store(paused, Ordering::SeqCst);
+        if paused {
+            drop(self.shared.agent());
+        } else {
+            self.shared.config_changed();
+        }
+        info!(paused, "agent");
+    }
+
+    /// Models the death of node `uuid`'s machine.
+    ///
+    /// The node leaves `GET /v1/state/nodes`, `by_era` for its era answers 404, and its
+    /// datasets leave `GET /v1/state/datasets`. Its agent stops acting there (no new mounts, no
+    /// backing for datasets configured there). Its bind mounts stay, but a dataset mounted there
+    /// that the configuration puts on a live local node is force-detached (unmounted from the
+    /// dead node's mount root) and mounted on the new primary at the next pass, unless the dead
+    /// node holds its lease; then it stays until the lease is released through the API.
+    /// Waits for a pass already running. Leases and configuration are untouched.
+    pub fn kill_node(&self, uuid: Uuid) -> Result<(), Error> {
+        let _pass = self.shared.agent();
+        if !self.shared.model().kill_node(uuid) {
+            return Err(Error::UnknownNode { uuid });
+        }
+        info!(%uuid, "node killed");
+        self.shared.config_changed();
+        Ok(())
+    }
+
+    /// Brings a node killed with [`Emulator::kill_node`] back, with the same era.
+    ///
+    /// It is listed and found by era again, state shows what is still mounted there, and its
+    /// agent acts on it again from the next pass. Reviving a live node changes nothing.
+    pub fn revive_node(&self, uuid: Uuid) -> Result<(), Error> {
+        if !self.shared.model().revive_node(uuid) {
+            return Err(Error::UnknownNode { uuid });
+        }
+        info!(%uuid, "node revived");
+        self.shared.config_changed();
+        Ok(())
+    }
+
+    /// The nodes that are registered and alive, in registration order.
+    pub fn live_nodes(&self) -> Vec<Uuid> {
+        self.shared.model().live_nodes().map(|n| n.uuid).collect()
     }
 
     /// Stops serving and background convergence, then unmounts everything the agent mounted.
@@ -326,7 +479,7 @@ impl Drop for Emulator {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            server.abort();
+            server.task.abort();
         }
         for task in &self.background {
             task.abort();

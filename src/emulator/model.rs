@@ -1,11 +1,12 @@
-//! The emulator's pure model: configuration, leases, nodes, observed state and the convergence plan.
+//! The emulator's pure model: configuration, leases, nodes (alive or dead), observed state and
+//! the convergence plan.
 //!
 //! Everything here is plain data and deterministic functions of it (time is passed in), so it
 //! can be unit-tested without sockets or mounts. It does not parse HTTP, validate JSON schemas
 //! or touch the file system: `api` validates requests and `agent` carries out the [`Action`]s
 //! that [`Model::plan`] returns, then reports back with [`Model::record`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -153,6 +154,9 @@ pub struct Model {
     datasets: Vec<DatasetConfig>,
     leases: Vec<Lease>,
     nodes: Vec<NodeInfo>,
+    /// Registered nodes whose machine died: unlisted, their state forgotten, their agent idle.
+    dead: BTreeSet<Uuid>,
+    /// Kept for dead nodes too: their bind mounts stay until revived or force-detached.
     observed: BTreeMap<Uuid, Observed>,
     generation: u64,
     salt: u128,
@@ -165,6 +169,7 @@ impl Model {
             datasets: Vec::new(),
             leases: Vec::new(),
             nodes: Vec::new(),
+            dead: BTreeSet::new(),
             observed: BTreeMap::new(),
             generation: 0,
             salt,
@@ -317,23 +322,45 @@ impl Model {
         Some(self.leases.remove(i))
     }
 
-    /// Registers a node (replacing one with the same uuid).
+    /// Registers a node (replacing one with the same uuid); a dead node comes back alive.
     pub fn add_node(&mut self, node: NodeInfo) {
         self.nodes.retain(|n| n.uuid != node.uuid);
+        self.dead.remove(&node.uuid);
         self.nodes.push(node);
     }
 
-    /// Known nodes in registration order.
-    pub fn nodes(&self) -> &[NodeInfo] {
-        &self.nodes
+    /// Marks a registered node's machine dead; false if no such node is registered.
+    ///
+    /// Its mounts stay as observed, but state and the node list stop showing it and the plan
+    /// no longer acts on it, except to force-detach (see [`Model::plan`]).
+    pub fn kill_node(&mut self, uuid: Uuid) -> bool {
+        let known = self.nodes.iter().any(|n| n.uuid == uuid);
+        if known {
+            self.dead.insert(uuid);
+        }
+        known
     }
 
-    /// The node whose agent reported this era.
+    /// Brings a dead node back with its era and mounts; false if no such node is registered.
+    pub fn revive_node(&mut self, uuid: Uuid) -> bool {
+        self.dead.remove(&uuid);
+        self.nodes.iter().any(|n| n.uuid == uuid)
+    }
+
+    /// Live nodes in registration order (what `GET /v1/state/nodes` lists).
+    pub fn live_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.iter().filter(|n| !self.dead.contains(&n.uuid))
+    }
+
+    /// The live node whose agent reported this era.
     pub fn node_by_era(&self, era: Uuid) -> Option<Uuid> {
-        self.nodes.iter().find(|n| n.era == era).map(|n| n.uuid)
+        self.live_nodes().find(|n| n.era == era).map(|n| n.uuid)
     }
 
     /// `GET /v1/state/datasets`: manifest entries with path, non-manifest ones without.
+    ///
+    /// Mounts on dead nodes are left out (upstream forgets a disconnected node's state); a
+    /// dataset mounted only on dead nodes is absent, since no live agent reports it.
     pub fn state_json(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for d in &self.datasets {
@@ -355,7 +382,11 @@ impl Model {
             if observed.mounts.is_empty() {
                 out.push(entry(&[]));
             }
-            for (node, path) in &observed.mounts {
+            let live = observed
+                .mounts
+                .iter()
+                .filter(|(node, _)| !self.dead.contains(node));
+            for (node, path) in live {
                 out.push(entry(&[
                     ("primary", json!(node.to_string())),
                     ("path", json!(path.to_string_lossy())),
@@ -382,6 +413,12 @@ impl Model {
     ///
     /// `local` are the nodes this agent serves: a primary elsewhere is unmounted here but never
     /// mounted. A node holding a lease keeps its mount through moves and deletes (reference §3).
+    ///
+    /// Dead nodes get nothing new: no mount, no backing for a dataset configured there, no
+    /// unmount or destroy of a deleted dataset still mounted there. Their mounts stay, except
+    /// that a dataset configured onto a live local node is force-detached from a dead node
+    /// (unmounted there, as a cloud backend detaches a volume from a terminated instance) unless
+    /// that dead node holds its lease.
     pub fn plan(&self, local: &[Uuid], phase: Phase) -> Vec<Action> {
         let mut actions = Vec::new();
         for d in &self.datasets {
@@ -395,23 +432,29 @@ impl Model {
                 if observed.is_none() || mounted.iter().any(|m| Some(*m) == leased_by) {
                     continue;
                 }
+                let (dead, live): (Vec<Uuid>, Vec<Uuid>) =
+                    mounted.iter().partition(|m| self.dead.contains(m));
                 actions.extend(
-                    mounted
-                        .iter()
+                    live.iter()
                         .map(|&node| Action::Unmount { dataset: id, node }),
                 );
-                if phase == Phase::Full {
+                // Nobody destroys a volume still attached to a dead machine.
+                if phase == Phase::Full && dead.is_empty() {
                     actions.push(Action::Destroy(id));
                 }
                 continue;
             }
-            if observed.is_none() && phase == Phase::Full {
+            let primary_dead = self.dead.contains(&d.primary);
+            if observed.is_none() && phase == Phase::Full && !primary_dead {
                 actions.push(Action::CreateBacking(id));
             }
-            let desired = local.contains(&d.primary).then_some(d.primary);
+            let desired = (local.contains(&d.primary) && !primary_dead).then_some(d.primary);
             let mut staying = Vec::new();
             for &node in &mounted {
-                if Some(node) == desired || Some(node) == leased_by {
+                let pinned = Some(node) == desired || Some(node) == leased_by;
+                // A dead node's mount goes only when a live local primary claims the dataset.
+                let abandoned = self.dead.contains(&node) && desired.is_none();
+                if pinned || abandoned {
                     staying.push(node);
                 } else {
                     actions.push(Action::Unmount { dataset: id, node });
@@ -604,5 +647,128 @@ mod tests {
         );
         apply_all(&mut m, &[a]);
         assert!(m.state_json().is_empty());
+    }
+
+    fn node(uuid: Uuid) -> NodeInfo {
+        NodeInfo {
+            uuid,
+            era: Uuid::new_v4(),
+            host: IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    /// A model with live nodes `a` and `b` and one dataset mounted on `a`.
+    fn mounted_on_a() -> (Model, Uuid, Uuid, Uuid) {
+        let mut m = Model::new(0);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        m.add_node(node(a));
+        m.add_node(node(b));
+        let id = m
+            .create_dataset(None, a, BTreeMap::new(), None)
+            .unwrap()
+            .dataset_id;
+        apply_all(&mut m, &[a, b]);
+        assert_eq!(m.state_json()[0]["primary"], json!(a.to_string()));
+        (m, a, b, id)
+    }
+
+    #[test]
+    fn a_dead_node_leaves_the_lists_keeps_its_mounts_and_gets_nothing_new() {
+        let (mut m, a, b, id) = mounted_on_a();
+        let era_a = m.nodes[0].era;
+        assert!(m.kill_node(a));
+        assert!(!m.kill_node(Uuid::new_v4()), "unknown node");
+        let live: Vec<Uuid> = m.live_nodes().map(|n| n.uuid).collect();
+        assert_eq!(live, vec![b]);
+        assert_eq!(m.node_by_era(era_a), None);
+        assert!(
+            m.state_json().is_empty(),
+            "mounted only on a dead node: absent"
+        );
+        assert!(m.observed()[&id].mounts.contains_key(&a), "the mount stays");
+        assert!(m.plan(&[a, b], Phase::Full).is_empty());
+
+        let later = m
+            .create_dataset(None, a, BTreeMap::new(), None)
+            .unwrap()
+            .dataset_id;
+        assert!(
+            m.plan(&[a, b], Phase::Full).is_empty(),
+            "no backing and no mount for a dataset configured on a dead node"
+        );
+
+        assert!(m.revive_node(a));
+        assert_eq!(m.node_by_era(era_a), Some(a));
+        assert_eq!(m.state_json()[0]["primary"], json!(a.to_string()));
+        assert_eq!(
+            m.plan(&[a, b], Phase::Full),
+            vec![
+                Action::CreateBacking(later),
+                Action::Mount {
+                    dataset: later,
+                    node: a
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_move_off_a_dead_node_force_detaches_unless_its_lease_pins() {
+        let (mut m, a, b, id) = mounted_on_a();
+        let key = id.to_string();
+        m.acquire_lease(&key, a, None, Instant::now()).unwrap();
+        m.kill_node(a);
+        m.move_dataset(&key, Some(Uuid::new_v4())).unwrap();
+        assert!(
+            m.plan(&[a, b], Phase::Full).is_empty(),
+            "leased by the dead node"
+        );
+        m.release_lease(&key).unwrap();
+        assert!(
+            m.plan(&[a, b], Phase::Full).is_empty(),
+            "a primary this agent does not run does not claim it"
+        );
+
+        m.move_dataset(&key, Some(b)).unwrap();
+        // A lease held elsewhere does not pin the dead node's mount.
+        m.acquire_lease(&key, b, None, Instant::now()).unwrap();
+        let detach = Action::Unmount {
+            dataset: id,
+            node: a,
+        };
+        assert_eq!(m.plan(&[a, b], Phase::UnmountOnly), vec![detach.clone()]);
+        assert_eq!(
+            m.plan(&[a, b], Phase::Full),
+            vec![
+                detach,
+                Action::Mount {
+                    dataset: id,
+                    node: b
+                }
+            ]
+        );
+        apply_all(&mut m, &[a, b]);
+        assert_eq!(m.state_json()[0]["primary"], json!(b.to_string()));
+        m.revive_node(a);
+        assert_eq!(m.state_json().len(), 1, "no longer on a after revival");
+    }
+
+    #[test]
+    fn a_deleted_dataset_on_a_dead_node_waits_for_its_return() {
+        let (mut m, a, b, id) = mounted_on_a();
+        m.kill_node(a);
+        m.delete_dataset(&id.to_string()).unwrap();
+        assert!(m.plan(&[a, b], Phase::Full).is_empty());
+        m.revive_node(a);
+        assert_eq!(
+            m.plan(&[a, b], Phase::Full),
+            vec![
+                Action::Unmount {
+                    dataset: id,
+                    node: a
+                },
+                Action::Destroy(id)
+            ]
+        );
     }
 }

@@ -9,13 +9,14 @@
 //! on stderr when run against a real service. Tests that mount need root: they panic under
 //! `CI=true` and print a skip notice otherwise. This module is self-contained on purpose.
 
-use crate::util::require_root;
+use crate::util::{eventually, require_root};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flocker_docker_plugin::certs::{self, CertOptions};
-use flocker_docker_plugin::emulator::{self, Convergence, Emulator, Node};
+use flocker_docker_plugin::emulator::{self, Convergence, Emulator, Node, FLOCKER_VERSION};
+use flocker_docker_plugin::flocker::{self, DatasetId, NodeId};
 use reqwest::{Method, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -59,6 +60,16 @@ impl Reply {
 
 /// Builds an mTLS client that trusts `ca` and presents `cert`/`key` (if given).
 fn client(ca: &Path, identity: Option<(&Path, &Path)>, addr: SocketAddr) -> reqwest::Client {
+    client_with_timeout(ca, identity, addr, Duration::from_secs(10))
+}
+
+/// Like [`client`], giving up on each request after `timeout`.
+fn client_with_timeout(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
@@ -80,7 +91,7 @@ fn client(ca: &Path, identity: Option<(&Path, &Path)>, addr: SocketAddr) -> reqw
         .tls_backend_preconfigured(config)
         // Upstream clients always verify the server as "control-service" (reference §4.1).
         .resolve(SERVER_NAME, addr)
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .unwrap()
 }
@@ -247,6 +258,12 @@ impl ControlServiceUnderTest {
         let reply = self.get("/v1/configuration/leases").await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.body.as_array().unwrap().clone()
+    }
+
+    /// The plugin's own control-service client, with the plugin's certificates.
+    fn flocker_client(&self) -> flocker::Client {
+        let url = format!("https://127.0.0.1:{}", self.addr.port());
+        flocker::Client::new(&url.parse().unwrap(), &self.certs).unwrap()
     }
 
     /// Stops the emulator and unmounts everything it mounted.
@@ -1039,6 +1056,146 @@ async fn stop_and_start_listening_keeps_the_model() {
     svc.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_dropped_answer_is_a_transport_error_although_the_change_is_applied() {
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) =
+        svc.emulator("a_dropped_answer_is_a_transport_error_although_the_change_is_applied")
+    else {
+        return;
+    };
+    let client = svc.flocker_client();
+    let (dataset, node) = (Uuid::new_v4(), svc.node_a.uuid);
+    emulator.drop_answer_next("POST", "/v1/configuration/leases");
+    let err = client
+        .acquire_lease(DatasetId(dataset), NodeId(node))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, flocker::Error::Unreachable { .. }), "{err}");
+    assert_eq!(
+        svc.leases().await,
+        vec![
+            json!({"dataset_id": dataset.to_string(), "node_uuid": node.to_string(), "expires": null})
+        ],
+        "the lease was acquired although its answer was lost"
+    );
+    assert_eq!(
+        emulator.request_count("POST", "/v1/configuration/leases"),
+        1
+    );
+    // Consumed: the retry is answered, and sees the lease as its own (a renewal).
+    let renewed = client
+        .acquire_lease(DatasetId(dataset), NodeId(node))
+        .await
+        .unwrap();
+    assert_eq!(renewed.node_uuid, NodeId(node));
+    assert_eq!(
+        emulator.request_count("POST", "/v1/configuration/leases"),
+        2
+    );
+
+    // Over raw HTTPS: either the status line or the body never arrives complete.
+    emulator.drop_answer_next("GET", "/v1/version");
+    emulator.drop_answer_next("GET", "/v1/version");
+    for _ in 0..2 {
+        let url = format!("{}/v1/version", svc.base);
+        let answer = async { svc.client.get(url).send().await?.bytes().await }.await;
+        assert!(answer.is_err(), "{answer:?}");
+    }
+    assert_eq!(svc.get("/v1/version").await.status, StatusCode::OK);
+    assert_eq!(emulator.request_count("GET", "/v1/version"), 3);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn delay_holds_requests_unapplied_and_delay_answer_holds_applied_answers() {
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) =
+        svc.emulator("delay_holds_requests_unapplied_and_delay_answer_holds_applied_answers")
+    else {
+        return;
+    };
+    // The client gives up long before either delay ends; nothing here waits for the delays.
+    let impatient = client_with_timeout(
+        &svc.certs.join("cluster.crt"),
+        Some((&svc.certs.join("plugin.crt"), &svc.certs.join("plugin.key"))),
+        svc.addr,
+        Duration::from_millis(300),
+    );
+    let path = "/v1/configuration/datasets";
+    let create = || {
+        impatient
+            .post(format!("{}{path}", svc.base))
+            .body(json!({"primary": svc.node_a.uuid.to_string()}).to_string())
+            .send()
+    };
+    let long = Duration::from_secs(60);
+
+    emulator.delay(path, long);
+    let err = create().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        emulator.configured_datasets().is_empty(),
+        "delay: not applied yet when the client gives up"
+    );
+    emulator.delay(path, Duration::ZERO);
+
+    emulator.delay_answer(path, long);
+    let err = create().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(
+        emulator.configured_datasets().len(),
+        1,
+        "delay_answer: applied although the client timed out"
+    );
+    emulator.delay_answer(path, Duration::ZERO);
+    assert_eq!(create().await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(emulator.request_count("POST", path), 3);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_fault_fails_handshakes_with_a_tls_error_until_cleared() {
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) = svc.emulator("tls_fault_fails_handshakes_with_a_tls_error_until_cleared")
+    else {
+        return;
+    };
+    let pooled = svc.flocker_client();
+    assert_eq!(pooled.version().await.unwrap(), FLOCKER_VERSION);
+
+    emulator.set_tls_fault(true).await.unwrap();
+    let fresh = svc.flocker_client();
+    let err = fresh.version().await.unwrap_err();
+    assert!(matches!(err, flocker::Error::Tls { .. }), "{err}");
+    assert!(
+        version_with(&svc.client, &svc.base).await.is_err(),
+        "raw HTTPS fails too"
+    );
+    // The pooled connection was closed; a request already written on it may see that close
+    // (keep-alive race) before the client handshakes anew and fails verifying the foreign CA.
+    let mut err = pooled.version().await.unwrap_err();
+    if matches!(err, flocker::Error::Unreachable { .. }) {
+        err = pooled.version().await.unwrap_err();
+    }
+    assert!(matches!(err, flocker::Error::Tls { .. }), "{err}");
+    assert_eq!(
+        emulator.request_count("GET", "/v1/version"),
+        1,
+        "no request got through"
+    );
+
+    emulator.set_tls_fault(false).await.unwrap();
+    assert_eq!(pooled.version().await.unwrap(), FLOCKER_VERSION);
+    assert_eq!(fresh.version().await.unwrap(), FLOCKER_VERSION);
+    // Turning it on again reuses the foreign CA made the first time.
+    emulator.set_tls_fault(true).await.unwrap();
+    let err = svc.flocker_client().version().await.unwrap_err();
+    assert!(matches!(err, flocker::Error::Tls { .. }), "{err}");
+    emulator.set_tls_fault(false).await.unwrap();
+    svc.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authentication (reference §5.1)
 // ---------------------------------------------------------------------------------------------
@@ -1217,4 +1374,174 @@ async fn after_lag_state_follows_without_converge() {
     let state = emulator.state_datasets();
     assert!(state[0].get("path").is_none(), "non-manifest: {state:?}");
     emulator.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_agent_changes_nothing_until_resumed() {
+    const TEST: &str = "a_paused_agent_changes_nothing_until_resumed";
+    if !require_root(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lag = Duration::from_millis(50);
+    let (emulator, node) = start_emulator(dir.path(), Convergence::After(lag), false);
+    let (client, base) = plugin_client(dir.path(), &emulator);
+    let created: Value = client
+        .post(format!("{base}/v1/configuration/datasets"))
+        .body(json!({"primary": node.uuid.to_string()}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = id_of(&created);
+    let path = node.mount_root.canonicalize().unwrap().join(&id);
+    eventually("the dataset is mounted", || is_mount_point(&path)).await;
+
+    // A short lease pins it while a move away is configured; then the agent is paused.
+    let lease = json!({"dataset_id": id, "node_uuid": node.uuid.to_string(), "expires": 0.2});
+    let leased = client
+        .post(format!("{base}/v1/configuration/leases"))
+        .body(lease.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(leased.status(), StatusCode::CREATED);
+    let elsewhere = json!({"primary": Uuid::new_v4().to_string()});
+    let moved = client
+        .post(format!("{base}{}", dataset_path(&id)))
+        .body(elsewhere.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK);
+    emulator.pause_agent(true);
+    eventually("the lease expires", || emulator.leases().is_empty()).await;
+    // Absence can only be shown by waiting: several lags after the expiry-triggered pass was due.
+    tokio::time::sleep(lag * 6).await;
+    assert!(is_mount_point(&path), "paused: the expiry moved nothing");
+    assert_eq!(
+        emulator.state_datasets()[0]["primary"],
+        json!(node.uuid.to_string())
+    );
+
+    emulator.pause_agent(false);
+    eventually("the resumed agent unmounts it", || !is_mount_point(&path)).await;
+    assert!(emulator.state_datasets()[0].get("primary").is_none());
+
+    // An explicit converge is a test step and still works while paused.
+    emulator.pause_agent(true);
+    let back = json!({"primary": node.uuid.to_string()});
+    let moved = client
+        .post(format!("{base}{}", dataset_path(&id)))
+        .body(back.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK);
+    tokio::time::sleep(lag * 6).await;
+    assert!(!is_mount_point(&path), "paused: the move back did nothing");
+    emulator.converge().await;
+    assert!(is_mount_point(&path));
+    emulator.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_node_vanishes_keeps_its_mounts_and_is_force_detached_by_a_move() {
+    const TEST: &str = "a_dead_node_vanishes_keeps_its_mounts_and_is_force_detached_by_a_move";
+    if !require_root(TEST) {
+        return;
+    }
+    let svc = ControlServiceUnderTest::start().await;
+    let Some(emulator) = svc.emulator(TEST) else {
+        return;
+    };
+    let (a, b) = (svc.node_a.clone(), svc.node_b.clone());
+    let root_a = a.mount_root.canonicalize().unwrap();
+    let moving = id_of(&svc.create(a.uuid, json!({})).await);
+    let staying = id_of(&svc.create(a.uuid, json!({})).await);
+    emulator.converge().await;
+    let (moving_a, staying_a) = (root_a.join(&moving), root_a.join(&staying));
+    assert!(is_mount_point(&moving_a) && is_mount_point(&staying_a));
+    std::fs::write(moving_a.join("hello"), "written on A").unwrap();
+    let lease = json!({"dataset_id": moving, "node_uuid": a.uuid.to_string(), "expires": null});
+    svc.post("/v1/configuration/leases", &lease).await;
+
+    emulator.kill_node(a.uuid).unwrap();
+    assert_eq!(emulator.live_nodes(), vec![b.uuid]);
+    let nodes = svc.get("/v1/state/nodes").await.body;
+    assert_eq!(
+        nodes,
+        json!([{"host": "127.0.0.1", "uuid": b.uuid.to_string()}])
+    );
+    let by_era = svc.get(&format!("/v1/state/nodes/by_era/{}", a.era)).await;
+    assert_eq!(by_era.status, StatusCode::NOT_FOUND);
+    let state = svc.state().await;
+    assert!(
+        entry_for(&state, &moving).is_empty() && entry_for(&state, &staying).is_empty(),
+        "the dead node's state is forgotten: {state:?}"
+    );
+    assert!(
+        is_mount_point(&moving_a) && is_mount_point(&staying_a),
+        "nobody unmounts a dead machine"
+    );
+
+    // Its agent acts no more: a dataset configured there is neither created nor mounted.
+    let late = id_of(&svc.create(a.uuid, json!({})).await);
+    emulator.converge().await;
+    assert!(entry_for(&svc.state().await, &late).is_empty());
+    assert!(!is_mount_point(&root_a.join(&late)));
+
+    // The dead node's lease pins the dataset through a move...
+    svc.post(
+        &dataset_path(&moving),
+        &json!({"primary": b.uuid.to_string()}),
+    )
+    .await;
+    emulator.converge().await;
+    let moving_b = b.mount_root.canonicalize().unwrap().join(&moving);
+    assert!(is_mount_point(&moving_a) && !is_mount_point(&moving_b));
+    assert!(entry_for(&svc.state().await, &moving).is_empty());
+
+    // ...until it is released through the API: then it is force-detached and moves.
+    let released = svc
+        .delete(&format!("/v1/configuration/leases/{moving}"))
+        .await;
+    assert_eq!(released.status, StatusCode::OK);
+    emulator.converge().await;
+    assert!(
+        !is_mount_point(&moving_a),
+        "force-detached from the dead node"
+    );
+    assert!(is_mount_point(&moving_b));
+    assert_eq!(
+        std::fs::read_to_string(moving_b.join("hello")).unwrap(),
+        "written on A"
+    );
+    assert_eq!(
+        entry_for(&svc.state().await, &moving)[0]["primary"],
+        json!(b.uuid.to_string())
+    );
+    assert!(is_mount_point(&staying_a), "datasets not moved stay put");
+
+    emulator.revive_node(a.uuid).unwrap();
+    assert_eq!(emulator.live_nodes(), vec![a.uuid, b.uuid]);
+    let found = svc.get(&format!("/v1/state/nodes/by_era/{}", a.era)).await;
+    assert_eq!(found.body, json!({"uuid": a.uuid.to_string()}));
+    let state = svc.state().await;
+    assert_eq!(
+        entry_for(&state, &staying)[0]["primary"],
+        json!(a.uuid.to_string()),
+        "state shows what is still mounted there"
+    );
+    assert_eq!(entry_for(&state, &moving).len(), 1, "not back on A");
+    emulator.converge().await;
+    assert!(is_mount_point(&root_a.join(&late)), "its agent acts again");
+
+    assert!(matches!(
+        emulator.kill_node(Uuid::new_v4()),
+        Err(emulator::Error::UnknownNode { .. })
+    ));
+    svc.shutdown().await;
 }
