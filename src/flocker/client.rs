@@ -31,6 +31,9 @@ pub struct Client {
 impl Client {
     /// A client for `base` (without `/v1`), authenticating with the certificates in `certs_dir`.
     pub fn new(base: &Url, certs_dir: &Path) -> Result<Client> {
+        // reqwest builds a rustls configuration even for http:// URLs and, with `rustls-no-provider`,
+        // panics unless a process-wide provider is installed (tls.rs installs it only for https).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)

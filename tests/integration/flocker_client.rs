@@ -277,3 +277,29 @@ async fn node_identity_waits_for_the_agent_then_resolves_by_era() {
     assert_eq!(known, Identity::Known(NodeId(node)));
     cluster.stop().await;
 }
+
+/// Regression: reqwest (feature `rustls-no-provider`) builds a rustls configuration even for an
+/// http:// URL and panicked unless something had installed the crypto provider first, so the daemon
+/// with `CONTROL_URL=http://…` died at start. Checked in a fresh process of this test binary, because
+/// in this one other tests install the provider.
+#[test]
+fn a_plain_http_client_builds_in_a_fresh_process() {
+    const CHILD: &str = "FDP_FRESH_PROCESS";
+    if std::env::var_os(CHILD).is_some() {
+        let url = "http://127.0.0.1:1".parse().unwrap();
+        flocker::Client::new(&url, std::path::Path::new("/nonexistent")).expect("http client");
+        return;
+    }
+    let name = "flocker_client::a_plain_http_client_builds_in_a_fresh_process";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
