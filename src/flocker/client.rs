@@ -16,7 +16,7 @@ use super::types::{
 use super::{tls, Error, Result};
 
 /// Per-request limit: far below Docker's one-minute call deadline, so a hung control service is reported.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TAG_HEADER: &str = "X-Configuration-Tag";
 const IF_MATCHES_HEADER: &str = "X-If-Configuration-Matches";
@@ -26,17 +26,24 @@ const IF_MATCHES_HEADER: &str = "X-If-Configuration-Matches";
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    request_timeout: Duration,
 }
 
 impl Client {
-    /// A client for `base` (without `/v1`), authenticating with the certificates in `certs_dir`.
+    /// A client for `base` (without `/v1`), authenticating with the certificates in `certs_dir`, with
+    /// the [`REQUEST_TIMEOUT`] per request.
     pub fn new(base: &Url, certs_dir: &Path) -> Result<Client> {
+        Client::with_timeout(base, certs_dir, REQUEST_TIMEOUT)
+    }
+
+    /// Like [`Client::new`], with `request_timeout` for each whole request (connect, send, answer).
+    pub fn with_timeout(base: &Url, certs_dir: &Path, request_timeout: Duration) -> Result<Client> {
         // reqwest builds a rustls configuration even for http:// URLs and, with `rustls-no-provider`,
         // panics unless a process-wide provider is installed (tls.rs installs it only for https).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(request_timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy();
         if base.scheme() == "https" {
@@ -50,6 +57,7 @@ impl Client {
         Ok(Client {
             http,
             base: base.clone(),
+            request_timeout,
         })
     }
 
@@ -194,7 +202,7 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|e| Error::transport(&url_text, e))?;
+            .map_err(|e| self.transport_error(&url_text, e))?;
         let status = response.status();
         let tag = response
             .headers()
@@ -204,7 +212,7 @@ impl Client {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| Error::transport(&url_text, e))?;
+            .map_err(|e| self.transport_error(&url_text, e))?;
         debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "control service");
         if !status.is_success() {
             return Err(status_error(method_name(&method), url_text, status, &bytes));
@@ -214,6 +222,21 @@ impl Client {
             reason: e.to_string(),
         })?;
         Ok((value, tag))
+    }
+
+    /// A transport error; a timeout also says what the limit is, since reqwest only says "timed out".
+    fn transport_error(&self, url: &str, err: reqwest::Error) -> Error {
+        if err.is_timeout() {
+            return Error::Unreachable {
+                url: url.into(),
+                reason: format!(
+                    "{} (each request may take at most {})",
+                    super::error::chain(&err),
+                    humantime::format_duration(self.request_timeout)
+                ),
+            };
+        }
+        Error::transport(url, err)
     }
 }
 

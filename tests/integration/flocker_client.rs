@@ -2,7 +2,7 @@
 //! typed errors with the server's description, and the certificate failures users actually hit.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flocker_docker_plugin::certs::{self, CertOptions};
 use flocker_docker_plugin::emulator::{self, Convergence};
@@ -276,6 +276,31 @@ async fn node_identity_waits_for_the_agent_then_resolves_by_era() {
     .clone();
     assert_eq!(known, Identity::Known(NodeId(node)));
     cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_control_service_that_never_answers_times_out() {
+    // Connections complete in the kernel's backlog, but nothing ever reads or answers them.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let no_certs = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(300);
+    let client =
+        flocker::Client::with_timeout(&url.parse().unwrap(), no_certs.path(), timeout).unwrap();
+    let started = Instant::now();
+    let err = client.state().await.unwrap_err();
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert!(matches!(err, flocker::Error::Unreachable { .. }), "{text}");
+    assert!(
+        text.contains(&url) && text.contains("timed out") && text.contains("300ms"),
+        "{text}"
+    );
+    assert!(
+        took >= timeout && took < Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+    drop(silent);
 }
 
 /// Regression: reqwest (feature `rustls-no-provider`) builds a rustls configuration even for an
