@@ -1,4 +1,7 @@
 //! `flocker::Client`: one method per REST call the plugin makes, over a keep-alive connection pool.
+//!
+//! Redirects are never followed: the client trusts only the configured control service (SPEC §6), so a
+//! 3xx is an error naming where it pointed. Retrying and waiting are the driver's business, not this file's.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -45,6 +48,9 @@ impl Client {
             .timeout(request_timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect would send our requests (and the move/delete they ask for) to a server
+            // nobody configured; an http:// Location would even drop TLS. Report it instead.
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
         if base.scheme() == "https" {
             builder = builder.tls_backend_preconfigured(tls::client_config(certs_dir)?);
@@ -204,18 +210,33 @@ impl Client {
             .await
             .map_err(|e| self.transport_error(&url_text, e))?;
         let status = response.status();
-        let tag = response
-            .headers()
-            .get(TAG_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let tag = header(TAG_HEADER);
+        let location = header(reqwest::header::LOCATION.as_str());
         let bytes = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(&url_text, e))?;
         debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "control service");
         if !status.is_success() {
-            return Err(status_error(method_name(&method), url_text, status, &bytes));
+            let description = match location {
+                Some(to) if status.is_redirection() => format!(
+                    "redirect to {to}, not followed: set CONTROL_URL to the control service itself"
+                ),
+                _ => description(&bytes),
+            };
+            return Err(status_error(
+                method_name(&method),
+                url_text,
+                status,
+                description,
+            ));
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             url: url_text,
@@ -249,16 +270,25 @@ fn method_name(method: &Method) -> &'static str {
     }
 }
 
-/// Maps a non-2xx answer to a typed error carrying the server's `description`.
-fn status_error(method: &'static str, url: String, status: StatusCode, body: &[u8]) -> Error {
-    let description = serde_json::from_slice::<serde_json::Value>(body)
+/// The server's `description` from an error body, or the start of the raw body.
+fn description(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.get("description")
                 .and_then(|d| d.as_str())
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect())
+}
+
+/// Maps a non-2xx answer to a typed error carrying `description`.
+fn status_error(
+    method: &'static str,
+    url: String,
+    status: StatusCode,
+    description: String,
+) -> Error {
     match status {
         StatusCode::NOT_FOUND => Error::NotFound {
             method,
