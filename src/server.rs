@@ -4,6 +4,8 @@
 //! (reference/docker-plugin.md §1.4). A socket file left by a crashed run is replaced; one that a live
 //! instance still serves is not, so a second instance cannot silently take the engine's calls away from
 //! the first (whose mounts and counts it would not know).
+//!
+//! Request bodies are read to their end here, before routing; what they mean is `protocol`'s business.
 
 use std::future::Future;
 use std::io;
@@ -11,9 +13,18 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::Router;
+use bytes::BytesMut;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use tokio::net::UnixListener;
 use tracing::{info, warn};
+
+use crate::protocol::MAX_BODY;
 
 /// How long calls in flight may run after a stop signal before the daemon exits anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
@@ -104,6 +115,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let app = app.layer(middleware::from_fn(read_to_end));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -123,6 +135,47 @@ pub async fn serve(
     let _ = std::fs::remove_file(&socket);
     info!(socket = %socket.display(), "stopped");
     result
+}
+
+/// How much of a request body is read (and dropped) past [`MAX_BODY`] so that its sender gets the
+/// "too large" answer; a body larger still is left unread and its sender may see a broken connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Reads each request body to its end before routing, keeping the first `MAX_BODY + 1` bytes: enough
+/// for the protocol to see that it is too large and answer with a JSON `Err`. Without this, hyper
+/// closes a connection whose request was not read to the end, and a client still writing a large body
+/// gets a broken pipe instead of that answer (found by tests/integration/properties.rs).
+async fn read_to_end(request: Request, next: Next) -> Response {
+    let (parts, mut body) = request.into_parts();
+    let mut kept = BytesMut::new();
+    let mut read = 0usize;
+    let mut failure = None;
+    while read <= DRAIN_LIMIT {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read += data.len();
+                    let room = (MAX_BODY + 1).saturating_sub(kept.len());
+                    kept.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+        }
+    }
+    let kept = kept.freeze();
+    let body = match failure {
+        None => Body::from(kept),
+        // A body that broke off stays broken, so the protocol refuses it rather than act on a part.
+        Some(e) => Body::new(StreamBody::new(futures::stream::iter([
+            Ok(Frame::data(kept)),
+            Err(e),
+        ]))),
+    };
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Completes on SIGTERM or SIGINT (a handler is needed: as PID 1 the default action is ignored).

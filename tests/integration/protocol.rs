@@ -18,9 +18,11 @@ use tokio::net::UnixStream;
 use crate::util::DockerClient;
 
 /// Records every call and answers from fixed data: volume "known" exists, mounted at /mnt/known.
+/// Shared with `properties`, which fuzzes the same routes.
 #[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<String>>,
+pub(crate) struct Recorder {
+    /// One line per driver call that reached it.
+    pub(crate) calls: Mutex<Vec<String>>,
     /// A Mount of "slow" waits for this, to prove other calls are served meanwhile.
     release_slow: tokio::sync::Notify,
 }
@@ -81,14 +83,16 @@ impl VolumeDriver for Recorder {
     }
 }
 
-struct Server {
+/// A protocol router over a [`Recorder`], served on a temporary socket until the runtime ends.
+pub(crate) struct Server {
     _dir: TempDir,
-    socket: PathBuf,
-    recorder: Arc<Recorder>,
-    docker: DockerClient,
+    pub(crate) socket: PathBuf,
+    pub(crate) recorder: Arc<Recorder>,
+    pub(crate) docker: DockerClient,
 }
 
-async fn start() -> Server {
+/// Binds a fresh socket and serves on it from a spawned task.
+pub(crate) async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("plugins").join("flocker.sock");
     let listener = server::bind(&socket).unwrap();
