@@ -324,6 +324,97 @@ mod tests {
         assert_eq!(unescape("end\\04"), "end\\04");
     }
 
+    /// The kernel's escaping of paths in mountinfo (`mangle_path` with " \t\n\\": octal `\ooo`).
+    fn escape(path: &str) -> String {
+        let mut out = String::new();
+        for c in path.chars() {
+            match c {
+                ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn propagation_field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (1u32..1000).prop_map(|n| format!("shared:{n}")),
+            (1u32..1000).prop_map(|n| format!("master:{n}")),
+            (1u32..1000).prop_map(|n| format!("propagate_from:{n}")),
+            Just("unbindable".to_string()),
+        ]
+    }
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the table holds, parsing skips what it cannot read: never a panic, never more
+        /// entries than lines, never the ` - ` separator taken for a propagation field.
+        #[test]
+        fn any_table_parses_to_at_most_one_entry_per_line(
+            table in prop_oneof![any::<String>(), "([0-9a-z:/\\\\ -]{0,12}[ \n]){0,12}"],
+        ) {
+            let entries = parse_mount_entries(&table);
+            prop_assert!(entries.len() <= table.lines().count());
+            prop_assert!(parse_mountinfo(&table).len() <= table.lines().count());
+            for entry in &entries {
+                prop_assert!(!entry.propagation.iter().any(|f| f == "-"), "{:?}", entry);
+            }
+        }
+
+        /// A mount point with spaces, tabs, newlines or backslashes (including a literal `\040`)
+        /// comes back as it was: the bind under such a name is recognised as mounted.
+        #[test]
+        fn unescape_undoes_the_kernel_escaping(
+            path in any::<String>(),
+            tricky in "([ \t\n\\\\]|\\\\[0-7]{3}|[0-7a])*",
+        ) {
+            let path = format!("{path}{tricky}");
+            prop_assert_eq!(unescape(&escape(&path)), path);
+        }
+
+        /// Lines built like the kernel's give back the mount point and the propagation fields they
+        /// were built from, in order, whatever the root and source fields hold.
+        #[test]
+        fn well_formed_lines_give_back_mount_point_and_propagation(
+            mounts in vec(
+                (
+                    any::<String>(),
+                    vec(propagation_field(), 0..4),
+                    any::<String>(),
+                    prop_oneof!["[a-z/]{1,10}", Just("-".to_string())],
+                ),
+                1..6,
+            ),
+        ) {
+            let table: String = mounts
+                .iter()
+                .enumerate()
+                .map(|(i, (point, propagation, root, source))| {
+                    let optional: String = propagation.iter().map(|f| format!(" {f}")).collect();
+                    format!(
+                        "{} 1 8:{i} {} {} rw,relatime{optional} - ext4 {} rw\n",
+                        20 + i,
+                        escape(&format!("/{root}")),
+                        escape(&format!("/{point}")),
+                        escape(source),
+                    )
+                })
+                .collect();
+            let entries = parse_mount_entries(&table);
+            prop_assert_eq!(entries.len(), mounts.len(), "{}", table);
+            for (entry, (point, propagation, _, _)) in entries.iter().zip(&mounts) {
+                prop_assert_eq!(&entry.mount_point, &PathBuf::from(format!("/{point}")));
+                prop_assert_eq!(&entry.propagation, propagation);
+            }
+            let points: Vec<PathBuf> = entries.into_iter().map(|e| e.mount_point).collect();
+            prop_assert_eq!(parse_mountinfo(&table), points);
+        }
+    }
+
     #[test]
     fn root_is_a_mount_point_and_a_fresh_dir_is_not() {
         assert!(is_mount_point(Path::new("/")).unwrap());

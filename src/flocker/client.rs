@@ -1,4 +1,7 @@
 //! `flocker::Client`: one method per REST call the plugin makes, over a keep-alive connection pool.
+//!
+//! Redirects are never followed: the client trusts only the configured control service (SPEC §6), so a
+//! 3xx is an error naming where it pointed. Retrying and waiting are the driver's business, not this file's.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,7 +20,7 @@ use super::types::{
 use super::{tls, Error, Result};
 
 /// Per-request limit: far below Docker's one-minute call deadline, so a hung control service is reported.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TAG_HEADER: &str = "X-Configuration-Tag";
 const IF_MATCHES_HEADER: &str = "X-If-Configuration-Matches";
@@ -27,15 +30,28 @@ const IF_MATCHES_HEADER: &str = "X-If-Configuration-Matches";
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    request_timeout: Duration,
 }
 
 impl Client {
-    /// A client for `base` (without `/v1`), authenticating with the certificates in `certs_dir`.
+    /// A client for `base` (without `/v1`), authenticating with the certificates in `certs_dir`, with
+    /// the [`REQUEST_TIMEOUT`] per request.
     pub fn new(base: &Url, certs_dir: &Path) -> Result<Client> {
+        Client::with_timeout(base, certs_dir, REQUEST_TIMEOUT)
+    }
+
+    /// Like [`Client::new`], with `request_timeout` for each whole request (connect, send, answer).
+    pub fn with_timeout(base: &Url, certs_dir: &Path, request_timeout: Duration) -> Result<Client> {
+        // reqwest builds a rustls configuration even for http:// URLs and, with `rustls-no-provider`,
+        // panics unless a process-wide provider is installed (tls.rs installs it only for https).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(request_timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect would send our requests (and the move/delete they ask for) to a server
+            // nobody configured; an http:// Location would even drop TLS. Report it instead.
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
         if base.scheme() == "https" {
             builder = builder.tls_backend_preconfigured(tls::client_config(certs_dir)?);
@@ -48,6 +64,7 @@ impl Client {
         Ok(Client {
             http,
             base: base.clone(),
+            request_timeout,
         })
     }
 
@@ -202,26 +219,56 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|e| Error::transport(&url_text, e))?;
+            .map_err(|e| self.transport_error(&url_text, e))?;
         let status = response.status();
-        let tag = response
-            .headers()
-            .get(TAG_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let tag = header(TAG_HEADER);
+        let location = header(reqwest::header::LOCATION.as_str());
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| Error::transport(&url_text, e))?;
+            .map_err(|e| self.transport_error(&url_text, e))?;
         debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "control service");
         if !status.is_success() {
-            return Err(status_error(method_name(&method), url_text, status, &bytes));
+            let description = match location {
+                Some(to) if status.is_redirection() => format!(
+                    "redirect to {to}, not followed: set CONTROL_URL to the control service itself"
+                ),
+                _ => description(&bytes),
+            };
+            return Err(status_error(
+                method_name(&method),
+                url_text,
+                status,
+                description,
+            ));
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             url: url_text,
             reason: e.to_string(),
         })?;
         Ok(Answer { value, tag, status })
+    }
+
+    /// A transport error; a timeout also says what the limit is, since reqwest only says "timed out".
+    fn transport_error(&self, url: &str, err: reqwest::Error) -> Error {
+        if err.is_timeout() {
+            return Error::Unreachable {
+                url: url.into(),
+                reason: format!(
+                    "{} (each request may take at most {})",
+                    super::error::chain(&err),
+                    humantime::format_duration(self.request_timeout)
+                ),
+            };
+        }
+        Error::transport(url, err)
     }
 }
 
@@ -241,16 +288,25 @@ fn method_name(method: &Method) -> &'static str {
     }
 }
 
-/// Maps a non-2xx answer to a typed error carrying the server's `description`.
-fn status_error(method: &'static str, url: String, status: StatusCode, body: &[u8]) -> Error {
-    let description = serde_json::from_slice::<serde_json::Value>(body)
+/// The server's `description` from an error body, or the start of the raw body.
+fn description(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.get("description")
                 .and_then(|d| d.as_str())
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect())
+}
+
+/// Maps a non-2xx answer to a typed error carrying `description`.
+fn status_error(
+    method: &'static str,
+    url: String,
+    status: StatusCode,
+    description: String,
+) -> Error {
     match status {
         StatusCode::NOT_FOUND => Error::NotFound {
             method,

@@ -7,7 +7,7 @@ mod error;
 pub mod tls;
 pub mod types;
 
-pub use client::Client;
+pub use client::{Client, REQUEST_TIMEOUT};
 pub use error::Error;
 pub use types::{
     Acquired, Configuration, DatasetConfig, DatasetId, DatasetState, Lease, NewDataset, NodeId,

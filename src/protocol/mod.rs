@@ -264,3 +264,53 @@ async fn list<D: VolumeDriver>(State(driver): State<Arc<D>>, body: Body) -> Resp
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::btree_map;
+    use proptest::prelude::*;
+
+    fn option_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<String>().prop_map(Value::String),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+                .map(Value::Number)),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+            Just(json!(["1G"])),
+            Just(json!({ "size": "1G" })),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `-o` values arrive as strings, numbers or booleans and reach the driver as their text;
+        /// anything else is refused naming the first such key and its value.
+        #[test]
+        fn option_values_become_text_or_are_refused_by_key(
+            opts in proptest::option::of(btree_map("[a-z]{1,6}", option_value(), 0..5)),
+        ) {
+            let given = opts.clone().unwrap_or_default();
+            let text = |v: &Value| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            };
+            match create_options(opts) {
+                Ok(CreateOptions(out)) => {
+                    let expected: Option<BTreeMap<String, String>> =
+                        given.iter().map(|(k, v)| Some((k.clone(), text(v)?))).collect();
+                    prop_assert_eq!(Some(out), expected);
+                }
+                Err((key, value)) => {
+                    let first_bad = given.iter().find(|(_, v)| text(v).is_none());
+                    prop_assert_eq!(first_bad, Some((&key, &serde_json::from_str(&value).unwrap())));
+                }
+            }
+        }
+    }
+}

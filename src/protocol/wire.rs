@@ -90,3 +90,96 @@ pub struct Volume {
     #[serde(rename = "Status", skip_serializing_if = "Option::is_none")]
     pub status: Option<BTreeMap<String, serde_json::Value>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::btree_map;
+    use proptest::option;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// JSON values of every kind, nested a little.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Keys the engine might add in a later version.
+    fn unknown_fields() -> impl Strategy<Value = Map<String, Value>> {
+        btree_map(
+            any::<String>().prop_filter("not a known field", |k| {
+                !["Name", "ID", "Opts"].contains(&k.as_str())
+            }),
+            any_json(),
+            0..4,
+        )
+        .prop_map(|m| m.into_iter().collect())
+    }
+
+    /// `Some(None)` is an explicit null, `None` an absent key.
+    fn insert(map: &mut Map<String, Value>, key: &str, value: Option<Option<Value>>) {
+        if let Some(value) = value {
+            map.insert(key.into(), value.unwrap_or(Value::Null));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every request decodes to exactly the Name, ID and Opts that were sent (null and absent
+        /// alike meaning none), whatever unknown fields come with them.
+        #[test]
+        fn requests_decode_to_what_was_sent(
+            name in any::<String>(),
+            id in option::of(option::of(any::<String>())),
+            opts in option::of(option::of(btree_map(any::<String>(), any_json(), 0..4))),
+            mut map in unknown_fields(),
+        ) {
+            map.insert("Name".into(), Value::String(name.clone()));
+            insert(&mut map, "ID", id.clone().map(|id| id.map(Value::String)));
+            insert(
+                &mut map,
+                "Opts",
+                opts.clone().map(|o| o.map(|o| Value::Object(o.into_iter().collect()))),
+            );
+            let body = Value::Object(map);
+
+            let named: NameRequest = serde_json::from_value(body.clone()).unwrap();
+            prop_assert_eq!(named.volume(), name.as_str());
+            let mount: MountRequest = serde_json::from_value(body.clone()).unwrap();
+            prop_assert_eq!(&mount.name, &name);
+            prop_assert_eq!(mount.id, id.flatten());
+            let create: CreateRequest = serde_json::from_value(body.clone()).unwrap();
+            prop_assert_eq!(&create.name, &name);
+            prop_assert_eq!(create.opts, opts.flatten());
+            prop_assert!(serde_json::from_value::<ListRequest>(body).is_ok());
+        }
+
+        /// A Name that is missing or not a string is refused by every call that needs one.
+        #[test]
+        fn a_name_that_is_not_a_string_is_refused(
+            name in option::of(any_json().prop_filter("not a string", |v| !v.is_string())),
+            mut map in unknown_fields(),
+        ) {
+            if let Some(name) = name {
+                map.insert("Name".into(), name);
+            }
+            let body = Value::Object(map);
+            prop_assert!(serde_json::from_value::<NameRequest>(body.clone()).is_err());
+            prop_assert!(serde_json::from_value::<MountRequest>(body.clone()).is_err());
+            prop_assert!(serde_json::from_value::<CreateRequest>(body).is_err());
+        }
+    }
+}

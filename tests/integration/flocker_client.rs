@@ -1,8 +1,11 @@
 //! The control-service client against the emulator over real mutual TLS: every call the plugin makes,
-//! typed errors with the server's description, and the certificate failures users actually hit.
+//! typed errors with the server's description, and the certificate failures users actually hit; plus,
+//! over plain HTTP, what the client does with redirects and with a server that never answers.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use flocker_docker_plugin::certs::{self, CertOptions};
 use flocker_docker_plugin::emulator::{self, Convergence};
@@ -279,4 +282,101 @@ async fn node_identity_waits_for_the_agent_then_resolves_by_era() {
     .clone();
     assert_eq!(known, Identity::Known(NodeId(node)));
     cluster.stop().await;
+}
+
+/// A plain-HTTP server on 127.0.0.1 serving `app`; returns its base URL.
+async fn http_server(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn redirects_are_reported_not_followed() {
+    // The redirect target would answer like a control service, and counts the requests it gets.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let elsewhere = http_server(axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { r#"{"flocker": "1.15.0"}"# }
+    }))
+    .await;
+    let target = format!("{elsewhere}/v1/version");
+    let location = target.clone();
+    let control = http_server(axum::Router::new().route(
+        "/v1/version",
+        axum::routing::get(move || async move {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }),
+    ))
+    .await;
+    let no_certs = tempfile::tempdir().unwrap();
+    let client = flocker::Client::new(&control.parse().unwrap(), no_certs.path()).unwrap();
+    let err = client.version().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, flocker::Error::Status { status: 302, .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{control}/v1/version"))
+            && text.contains(&format!("redirect to {target}")),
+        "{text}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+}
+
+#[tokio::test]
+async fn a_control_service_that_never_answers_times_out() {
+    // Connections complete in the kernel's backlog, but nothing ever reads or answers them.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let no_certs = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(300);
+    let client =
+        flocker::Client::with_timeout(&url.parse().unwrap(), no_certs.path(), timeout).unwrap();
+    let started = Instant::now();
+    let err = client.state().await.unwrap_err();
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert!(matches!(err, flocker::Error::Unreachable { .. }), "{text}");
+    assert!(
+        text.contains(&url) && text.contains("timed out") && text.contains("300ms"),
+        "{text}"
+    );
+    assert!(
+        took >= timeout && took < Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+    drop(silent);
+}
+
+/// Regression: reqwest (feature `rustls-no-provider`) builds a rustls configuration even for an
+/// http:// URL and panicked unless something had installed the crypto provider first, so the daemon
+/// with `CONTROL_URL=http://…` died at start. Checked in a fresh process of this test binary, because
+/// in this one other tests install the provider.
+#[test]
+fn a_plain_http_client_builds_in_a_fresh_process() {
+    const CHILD: &str = "FDP_FRESH_PROCESS";
+    if std::env::var_os(CHILD).is_some() {
+        let url = "http://127.0.0.1:1".parse().unwrap();
+        flocker::Client::new(&url, std::path::Path::new("/nonexistent")).expect("http client");
+        return;
+    }
+    let name = "flocker_client::a_plain_http_client_builds_in_a_fresh_process";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -9,6 +9,9 @@ mod util;
 // Docker plugin protocol conformance over a real socket, with a recording driver.
 mod protocol;
 
+// Property tests (proptest) of what comes from outside: socket bodies, `-o size=`, control-service JSON.
+mod properties;
+
 // The control-service client against the emulator over real mutual TLS, including certificate failures.
 mod flocker_client;
 

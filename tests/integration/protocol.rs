@@ -18,9 +18,11 @@ use tokio::net::UnixStream;
 use crate::util::DockerClient;
 
 /// Records every call and answers from fixed data: volume "known" exists, mounted at /mnt/known.
+/// Shared with `properties`, which fuzzes the same routes.
 #[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<String>>,
+pub(crate) struct Recorder {
+    /// One line per driver call that reached it.
+    pub(crate) calls: Mutex<Vec<String>>,
     /// A Mount of "slow" waits for this, to prove other calls are served meanwhile.
     release_slow: tokio::sync::Notify,
 }
@@ -81,14 +83,16 @@ impl VolumeDriver for Recorder {
     }
 }
 
-struct Server {
+/// A protocol router over a [`Recorder`], served on a temporary socket until the runtime ends.
+pub(crate) struct Server {
     _dir: TempDir,
-    socket: PathBuf,
-    recorder: Arc<Recorder>,
-    docker: DockerClient,
+    pub(crate) socket: PathBuf,
+    pub(crate) recorder: Arc<Recorder>,
+    pub(crate) docker: DockerClient,
 }
 
-async fn start() -> Server {
+/// Binds a fresh socket and serves on it from a spawned task.
+pub(crate) async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("plugins").join("flocker.sock");
     let listener = server::bind(&socket).unwrap();
@@ -363,4 +367,44 @@ async fn stop_removes_the_socket_and_a_stale_socket_is_replaced() {
         .unwrap()
         .unwrap();
     assert!(!socket.exists(), "socket file removed on stop");
+}
+
+#[tokio::test]
+async fn a_second_instance_does_not_take_a_live_socket() {
+    let server = start().await;
+    let err = server::bind(&server.socket).expect_err("the socket is served");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "another plugin instance is already serving on SOCKET={}",
+            server.socket.display()
+        )) && text.contains("stop it first"),
+        "{text}"
+    );
+    // The first instance keeps its socket file and its callers.
+    let (status, answer) = server.docker.raw("POST", "/VolumeDriver.List", "{}").await;
+    assert_eq!((status, &answer["Err"]), (StatusCode::OK, &json!("")));
+}
+
+#[tokio::test]
+async fn a_socket_left_by_a_crash_is_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("flocker.sock");
+    // Bound, then closed without removing the file: what a killed instance leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(std::fs::metadata(&socket).unwrap().file_type().is_socket());
+    let listener = server::bind(&socket).expect("nobody listens: replaced");
+    let app = protocol::router(Arc::new(Recorder::default()));
+    tokio::spawn(server::serve(
+        listener,
+        socket.clone(),
+        app,
+        std::future::pending(),
+    ));
+    let (status, _) = DockerClient::new(&socket)
+        .raw("POST", "/VolumeDriver.List", "{}")
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }
