@@ -1088,7 +1088,7 @@ async fn a_dropped_answer_is_a_transport_error_although_the_change_is_applied() 
         .acquire_lease(DatasetId(dataset), NodeId(node))
         .await
         .unwrap();
-    assert_eq!(renewed.node_uuid, NodeId(node));
+    assert_eq!(renewed, flocker_docker_plugin::flocker::Acquired::Renewed);
     assert_eq!(
         emulator.request_count("POST", "/v1/configuration/leases"),
         2
