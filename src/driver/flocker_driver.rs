@@ -517,9 +517,17 @@ impl FlockerDriver {
         // nodes racing for a volume cannot both move it, and the loser learns at once where it is used.
         let acquired = match timeout_at(deadline, leases.take(name, dataset_id, node)).await {
             Ok(Ok(acquired)) => acquired,
-            Ok(Err(e)) => {
+            Ok(Err(e @ Error::InUse { .. })) => {
+                // Refused: another node holds it, so this plugin holds nothing.
                 if !owned_before {
                     leases.disown(dataset_id).await;
+                }
+                return Err(e);
+            }
+            Ok(Err(e)) => {
+                // The request may have been applied and its answer lost: settle it like a timeout.
+                if carried.is_none() {
+                    leases.release(name, dataset_id, node).await;
                 }
                 return Err(e);
             }

@@ -106,3 +106,44 @@ fn missing_certificates_stop_the_daemon_with_one_line() {
         "no socket for a daemon that cannot work"
     );
 }
+
+// Issue 6: every background task is stopped on SIGTERM; a Mount still waiting gives up and undoes what
+// it took, and the process exits within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_waiting_mount_undoes_it_and_exits_in_time() {
+    if !crate::util::require_root("sigterm_during_a_waiting_mount_undoes_it_and_exits_in_time") {
+        return;
+    }
+    let cluster = crate::util::Cluster::start(
+        2,
+        flocker_docker_plugin::emulator::Convergence::After(Duration::from_millis(200)),
+    )
+    .await;
+    let b = cluster.plugin(1).await;
+    b.docker.create("waiting", json!({})).await.unwrap();
+    let id = crate::util::dataset_id(&cluster.emulator, "waiting");
+    let mut daemon = cluster.daemon(0, &[]).await;
+    cluster.emulator.pause_agent(true);
+    let docker = daemon.docker.clone();
+    let call = tokio::spawn(async move { docker.mount("waiting", "c").await });
+    crate::util::eventually("the Mount took the lease", || {
+        crate::safety::lease_holder(&cluster, &id) == Some(cluster.nodes[0].uuid.to_string())
+    })
+    .await;
+
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "clean exit: {status}\n{}", daemon.log());
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    assert!(!daemon.socket.exists(), "socket file removed");
+    let answer = call.await.unwrap();
+    let err = answer.unwrap_err();
+    assert!(err.contains("stopping"), "{err}");
+    assert_eq!(
+        crate::safety::lease_holder(&cluster, &id),
+        None,
+        "the waiting Mount gave its lease back"
+    );
+    cluster.emulator.pause_agent(false);
+    b.stop().await;
+    cluster.stop().await;
+}

@@ -27,6 +27,9 @@ mod driver;
 // Issue 6 regressions: sequences that used to lose a write or hand out the wrong data (SPEC §9).
 mod safety;
 
+// The fault matrix: every fault injected mid-call, SPEC §9 invariants checked after (RELIABILITY.md).
+mod faults;
+
 // The control-service contract (upstream test_httpapi.py / test_client.py) against the emulator,
 // or against a real control service when FLOCKER_CONTRACT_URL is set.
 mod emulator_contract;

@@ -143,6 +143,26 @@ impl Cluster {
         self.plugin_with(i, self.settings(i)).await
     }
 
+    /// Starts the plugin for node `i` with `settings` and a control-service client whose requests
+    /// time out after `timeout` (faults that answer late).
+    pub async fn plugin_with_timeout(
+        &self,
+        i: usize,
+        settings: DriverSettings,
+        timeout: Duration,
+    ) -> Plugin {
+        let client = flocker::Client::with_timeout(
+            &self.emulator.url().parse().unwrap(),
+            &self.certs,
+            timeout,
+        )
+        .expect("client");
+        let (_tx, identity) = watch::channel(Identity::Known(flocker::NodeId(self.nodes[i].uuid)));
+        let mut plugin = Plugin::start(client, settings, identity, &self.nodes[i].socket).await;
+        plugin.reconciled().await;
+        plugin
+    }
+
     /// Starts the plugin for node `i` with `settings`, knowing its node UUID.
     pub async fn plugin_with(&self, i: usize, settings: DriverSettings) -> Plugin {
         let identity = identity::discover(
@@ -251,22 +271,51 @@ impl DockerClient {
         path: &str,
         body: impl Into<Bytes>,
     ) -> (StatusCode, Value) {
+        self.try_raw(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("plugin request: {e}"))
+    }
+
+    /// Like [`DockerClient::raw`], but a connection the plugin dropped (it was killed) is an error.
+    pub async fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<(StatusCode, Value), String> {
         let request = hyper::Request::builder()
             .method(method)
             .uri(Uri::new(&self.socket, path))
             .header("Accept", "application/vnd.docker.plugins.v1.2+json")
             .body(Full::new(body.into()))
             .unwrap();
-        let response = self.http.request(request).await.expect("plugin request");
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         let value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             panic!(
                 "{path}: answer is not JSON ({e}): {}",
                 String::from_utf8_lossy(&bytes)
             )
         });
-        (status, value)
+        Ok((status, value))
+    }
+
+    /// A call whose plugin may be killed meanwhile: `None` if the connection was dropped.
+    pub async fn call_or_hangup(&self, call: &str, body: Value) -> Option<Value> {
+        self.try_raw("POST", &format!("/VolumeDriver.{call}"), body.to_string())
+            .await
+            .ok()
+            .map(|(_, value)| value)
     }
 
     /// POSTs `body` to `/VolumeDriver.<call>` and returns the JSON answer (HTTP 200 expected).
@@ -414,4 +463,138 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// The real `flocker-docker-plugin` binary serving node `i` of a [`Cluster`], for faults only a
+/// separate process shows: `kill -9` at any point, and a restart that starts from the files alone.
+pub struct Daemon {
+    child: std::process::Child,
+    env: Vec<(String, std::ffi::OsString)>,
+    log: PathBuf,
+    /// Typed protocol client on its socket.
+    pub docker: DockerClient,
+    /// Its socket.
+    pub socket: PathBuf,
+}
+
+impl Cluster {
+    /// Starts the daemon binary for node `i` (propagated mode, its node UUID given), with `extra`
+    /// settings on top, and waits until its start-up recovery is done.
+    pub async fn daemon(&self, i: usize, extra: &[(&str, &str)]) -> Daemon {
+        let node = &self.nodes[i];
+        let mut env: Vec<(String, std::ffi::OsString)> = vec![
+            ("CONTROL_URL".into(), self.emulator.url().into()),
+            ("CERTS_DIR".into(), self.certs.clone().into()),
+            ("SOCKET".into(), node.socket.clone().into()),
+            ("STATE_DIR".into(), node.state_dir.clone().into()),
+            ("PROPAGATED_MOUNT".into(), node.propagated.clone().into()),
+            ("AGENT_MOUNT_ROOT".into(), node.root.clone().into()),
+            ("FLOCKER_ROOT".into(), node.root.clone().into()),
+            ("NODE_UUID".into(), node.uuid.to_string().into()),
+            ("CONFIG_FILE".into(), "".into()),
+            ("LOG_LEVEL".into(), "info".into()),
+        ];
+        for (key, value) in extra {
+            env.push((key.to_string(), value.into()));
+        }
+        let log = self.dir.path().join(format!("daemon{i}.log"));
+        Daemon::spawn(env, log, &node.socket).await
+    }
+}
+
+impl Daemon {
+    async fn spawn(env: Vec<(String, std::ffi::OsString)>, log: PathBuf, socket: &Path) -> Daemon {
+        let _ = std::fs::remove_file(socket);
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("daemon log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(output)
+            .spawn()
+            .expect("start the daemon");
+        let daemon = Daemon {
+            child,
+            env,
+            log,
+            docker: DockerClient::new(socket),
+            socket: socket.to_path_buf(),
+        };
+        daemon.wait_for_log("start-up recovery done").await;
+        daemon
+    }
+
+    /// Waits (bounded) until the daemon has logged `text` `times` times in all.
+    pub async fn wait_for_log_count(&self, text: &str, times: usize) {
+        for _ in 0..1000 {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.matches(text).count() >= times {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the daemon never logged {text:?}:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    async fn wait_for_log(&self, text: &str) {
+        let already = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(text)
+            .count();
+        self.wait_for_log_count(text, already + 1).await;
+    }
+
+    /// `kill -9`: nothing is finished or undone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same daemon again (after [`Daemon::kill9`] or [`Daemon::terminate`]) and waits
+    /// for its recovery.
+    pub async fn restart(mut self) -> Daemon {
+        self.kill9();
+        let env = std::mem::take(&mut self.env);
+        Daemon::spawn(env, self.log.clone(), &self.socket).await
+    }
+
+    /// SIGTERM; returns the exit status and how long the exit took. Blocks: call it from a
+    /// multi-threaded runtime, so the emulator keeps answering meanwhile.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "still running 10 s after SIGTERM"
+            );
+            tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(10)));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
