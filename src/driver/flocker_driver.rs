@@ -28,11 +28,11 @@ use super::select::{self, by_name, known_volume, new_dataset, pick};
 use super::source::{self, Refusal, VisibleError};
 use super::store::{KnownVolume, MountRecord, Released, Store};
 use super::watcher::{Snapshot, StateWatcher};
+use super::MountMode;
 use super::{
     CreateOptions, Error, MountId, Result, StateFile, VolumeDriver, VolumeInfo, VolumeName,
 };
 use crate::blocking;
-use crate::config::MountMode;
 use crate::flocker::{self, Acquired, Configuration, DatasetConfig, DatasetId, NodeId};
 use crate::identity::Identity;
 use crate::mount;

@@ -200,6 +200,51 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Whatever the control service reports, only the dataset's own path under the root is bound,
+        /// and what is bound always lies directly under FLOCKER_ROOT, named by the dataset.
+        #[test]
+        fn any_state_path_maps_only_to_the_datasets_own_directory(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just("..".to_string()),
+                    proptest::prelude::Just(".".to_string()),
+                    proptest::prelude::Just("flocker".to_string()),
+                    proptest::prelude::Just("DATASET".to_string()),
+                    proptest::prelude::Just("OTHER".to_string()),
+                    "[a-z0-9/]{0,6}",
+                ],
+                0..6,
+            ),
+            absolute in proptest::prelude::any::<bool>(),
+        ) {
+            let id = DatasetId(Uuid::new_v4());
+            let other = Uuid::new_v4().to_string();
+            let text = parts.join("/").replace("DATASET", &id.to_string()).replace("OTHER", &other);
+            let reported = if absolute { format!("/{text}") } else { text };
+            let view = Path::new("/plugin-view");
+            match local_path(Path::new("/flocker"), view, id, Path::new(&reported)) {
+                Ok(local) => {
+                    proptest::prop_assert_eq!(&local, &view.join(id.to_string()));
+                    let normal: Vec<_> = Path::new(&reported)
+                        .components()
+                        .filter(|c| !matches!(c, Component::CurDir))
+                        .collect();
+                    proptest::prop_assert!(!normal.contains(&Component::ParentDir));
+                    proptest::prop_assert_eq!(
+                        normal.last().map(|c| c.as_os_str().to_string_lossy().to_string()),
+                        Some(id.to_string())
+                    );
+                }
+                Err(Refusal::UnexpectedPath { expected }) => {
+                    proptest::prop_assert_eq!(expected, Path::new("/flocker").join(id.to_string()));
+                }
+                Err(other) => proptest::prop_assert!(false, "unexpected refusal {:?}", other),
+            }
+        }
+    }
+
     #[test]
     fn the_local_path_must_itself_be_a_mount_point() {
         let entries = [entry("/", &["shared:1"]), entry("/flocker", &["shared:2"])];
