@@ -35,6 +35,7 @@ fn driver(
         default_profile: None,
         mount_timeout: Duration::from_secs(30),
         state_file: StateFile::in_dir(&dir.join("state")),
+        restart_grace: flocker_docker_plugin::driver::RESTART_GRACE,
     };
     // A known node needs no discovery; the receiver keeps the value after the sender is gone.
     let (_, rx): (_, watch::Receiver<Identity>) =

@@ -392,7 +392,7 @@ pub async fn control_service(
         Err(e) => {
             let port = url.port_or_known_default().unwrap_or(4523);
             let fix = match &e {
-                flocker::Error::Unreachable { .. } => format!(
+                flocker::Error::Unreachable { .. } | flocker::Error::NoAnswer { .. } => format!(
                     "check CONTROL_URL, that the control service runs there, and that port {port} is open from this node"
                 ),
                 flocker::Error::Tls { .. } => "make sure cluster.crt and plugin.crt come from the cluster this \

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flocker_docker_plugin::config::{Config, LogFormat};
-use flocker_docker_plugin::driver::{DriverSettings, FlockerDriver, StateFile};
+use flocker_docker_plugin::driver::{DriverSettings, FlockerDriver, StateFile, RESTART_GRACE};
 use flocker_docker_plugin::{dead_node, doctor, flocker, identity, protocol, server};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -201,5 +201,6 @@ fn driver_settings(config: &Config) -> DriverSettings {
         default_profile: config.default_profile.clone(),
         mount_timeout: config.mount_timeout,
         state_file: StateFile::in_dir(&config.state_dir),
+        restart_grace: RESTART_GRACE,
     }
 }

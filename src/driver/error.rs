@@ -60,7 +60,7 @@ pub enum Error {
         name: String,
     },
     /// The dataset did not arrive in time. The first sentence is the original plugin's.
-    #[error("Timed out waiting for dataset to mount. Volume {name}{} was not on this node after {}s ({detail}); the move goes on, so retrying joins it", dataset.map(|d| format!(" (dataset {d})")).unwrap_or_default(), waited.as_secs())]
+    #[error("Timed out waiting for dataset to mount. Volume {name}{} was not on this node after {}s: {detail}", dataset.map(|d| format!(" (dataset {d})")).unwrap_or_default(), waited.as_secs())]
     Timeout {
         /// The volume.
         name: String,

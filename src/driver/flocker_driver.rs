@@ -23,10 +23,10 @@ use tracing::{error, info, warn};
 use super::leases::Leases;
 use super::locks::VolumeLocks;
 use super::options::CreateRequest;
-use super::recovery::Pending;
+use super::recovery::Unsettled;
 use super::select::{self, by_name, known_volume, new_dataset, pick};
 use super::source::{self, Refusal, VisibleError};
-use super::store::{KnownVolume, MountRecord, Released, Store};
+use super::store::{KnownVolume, MountRecord, PendingMount, Released, Store};
 use super::watcher::{Snapshot, StateWatcher};
 use super::MountMode;
 use super::{
@@ -62,7 +62,14 @@ pub struct DriverSettings {
     pub mount_timeout: Duration,
     /// Where mounts and known volumes are kept.
     pub state_file: StateFile,
+    /// How long a recorded mount whose bind the engine removed keeps its lease after a start
+    /// ([`RESTART_GRACE`] in the daemon).
+    pub restart_grace: Duration,
 }
+
+/// After an engine crash the engine removes the plugin's propagated mounts and only then stops the
+/// old containers (with a 10 s grace each): their leases are kept this long after a start.
+pub const RESTART_GRACE: Duration = Duration::from_secs(120);
 
 /// The Flocker volume driver; cheap to clone.
 #[derive(Debug, Clone)]
@@ -80,7 +87,7 @@ pub(super) struct Inner {
     pub(super) store: Arc<Store>,
     pub(super) leases: Arc<Leases>,
     /// What start-up recovery found locally and still has to settle with the control service.
-    pub(super) pending: std::sync::Mutex<Option<Pending>>,
+    pub(super) pending: std::sync::Mutex<Option<Unsettled>>,
     /// Every task the driver starts (Mount/Unmount/Remove workers, retries, the poller, recovery).
     pub(super) tasks: TaskTracker,
     /// Cancelled on shutdown: waits end, retries and polling stop.
@@ -402,6 +409,11 @@ impl FlockerDriver {
         let agent_path =
             match timeout_at(deadline, self.wait_here(name, dataset_id, node, &mut last)).await {
                 Ok(found) => found?,
+                Err(_) if dataset.primary != Some(node) => {
+                    return Err(timed_out(format!(
+                        "{last}; the move goes on, so retrying joins it"
+                    )))
+                }
                 Err(_) => return Err(timed_out(last)),
             };
         let local = self.visible_source(name, dataset_id, agent_path).await?;
@@ -439,7 +451,7 @@ impl FlockerDriver {
                     .get(name.as_str())
                     .map(|k| k.dataset_id),
                 waited: self.inner.settings.mount_timeout,
-                detail: "another Mount of this volume was still in progress".into(),
+                detail: "another Mount of this volume was still in progress; retry".into(),
             });
         };
         // A pending release of this volume's lease must not free the lease this Mount relies on.
@@ -482,6 +494,10 @@ impl FlockerDriver {
     }
 
     /// Mounts a volume not mounted here, or whose bind vanished (`carried` keeps its record).
+    ///
+    /// The lease comes first and the configuration is read after it: a Remove on another node that
+    /// deleted the dataset before the lease was granted shows in that read, and one that comes later
+    /// is refused by Flocker (its delete is conditional on a tag the lease changed).
     async fn mount_fresh(
         &self,
         name: &VolumeName,
@@ -490,23 +506,104 @@ impl FlockerDriver {
         deadline: Instant,
         carried: Option<MountRecord>,
     ) -> Result<PathBuf> {
+        let started = deadline - self.inner.settings.mount_timeout;
         let timed_out = |what: &str| Error::Timeout {
             name: name.to_string(),
             dataset: None,
-            waited: self.inner.settings.mount_timeout,
-            detail: format!("the control service did not answer {what} in time"),
+            waited: started.elapsed(),
+            detail: format!("the control service did not answer {what} in time; retry"),
         };
-        let dataset = timeout_at(deadline, self.find(name))
-            .await
-            .map_err(|_| timed_out("the configuration read"))??;
-        let dataset_id = dataset.dataset_id;
+        let known = self
+            .inner
+            .store
+            .read()
+            .known
+            .get(name.as_str())
+            .map(|k| k.dataset_id);
+        let mut candidate = match (&carried, known) {
+            (Some(record), _) => record.dataset_id,
+            (None, Some(dataset)) => dataset,
+            (None, None) => {
+                timeout_at(deadline, self.find(name))
+                    .await
+                    .map_err(|_| timed_out("the configuration read"))??
+                    .dataset_id
+            }
+        };
+        for _ in 0..2 {
+            let acquired = self
+                .lease_for_mount(name, candidate, node, deadline, carried.is_some())
+                .await?;
+            let config = match timeout_at(deadline, self.configuration(name)).await {
+                Ok(Ok(config)) => config,
+                failed => {
+                    if carried.is_none() {
+                        self.inner.leases.release(name, candidate, node).await;
+                    }
+                    return Err(match failed {
+                        Ok(Err(e)) => e,
+                        _ => timed_out("the configuration read"),
+                    });
+                }
+            };
+            let dataset = match &carried {
+                // Re-binding: the record's own dataset, whatever else carries the name now.
+                Some(_) => config
+                    .datasets
+                    .iter()
+                    .find(|d| d.dataset_id == candidate && !d.deleted),
+                None => pick(&config.datasets, name.as_str(), Some(node)),
+            };
+            match dataset {
+                Some(dataset) if dataset.dataset_id == candidate => {
+                    let dataset = dataset.clone();
+                    return self
+                        .bind_and_record(name, id, node, deadline, carried, &dataset)
+                        .await;
+                }
+                _ if carried.is_some() => {
+                    warn!(volume = %name, dataset = %candidate, "the dataset of a volume still in use here is gone from the configuration; keeping its lease");
+                    return Err(Error::NotFound {
+                        name: name.to_string(),
+                    });
+                }
+                other => {
+                    // Deleted meanwhile, or the name now means another dataset: this lease is not needed.
+                    self.inner.leases.release(name, candidate, node).await;
+                    match other {
+                        Some(dataset) => candidate = dataset.dataset_id,
+                        None => {
+                            return Err(Error::NotFound {
+                                name: name.to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+            let _ = acquired;
+        }
+        Err(Error::Internal {
+            what: format!("volume {name} named another dataset on every read; retry"),
+        })
+    }
+
+    /// Claims (durably) and takes this node's lease on `dataset` for a Mount; on failure leaves
+    /// nothing this plugin took behind (or a background retry that will give it back).
+    async fn lease_for_mount(
+        &self,
+        name: &VolumeName,
+        dataset: DatasetId,
+        node: NodeId,
+        deadline: Instant,
+        carried: bool,
+    ) -> Result<Acquired> {
         let leases = &self.inner.leases;
-        // Claimed durably before asking, so a crash after the lease is granted leaves a lease the next
-        // start knows to be this plugin's (SPEC §9.1).
-        let owned_before = leases.owns(dataset_id);
+        // Claimed before asking, so a crash after the lease is granted leaves a lease the next start
+        // knows to be this plugin's (SPEC §9.1).
+        let owned_before = leases.owns(dataset);
         if !owned_before {
             leases
-                .claim(dataset_id)
+                .claim(dataset)
                 .await
                 .map_err(|source| Error::StateNotSaved {
                     name: name.to_string(),
@@ -515,41 +612,68 @@ impl FlockerDriver {
         }
         // Lease first: the control service grants it to one node only (409 for the others), so two
         // nodes racing for a volume cannot both move it, and the loser learns at once where it is used.
-        let acquired = match timeout_at(deadline, leases.take(name, dataset_id, node)).await {
-            Ok(Ok(acquired)) => acquired,
-            Ok(Err(e @ Error::InUse { .. })) => {
-                // Refused: another node holds it, so this plugin holds nothing.
-                if !owned_before {
-                    leases.disown(dataset_id).await;
-                }
-                return Err(e);
+        // Not cut off at the deadline: a lease request cut off may still be carried out, and then
+        // nobody would know whose it is. Docker gets its answer by the deadline anyway (`mount`), and
+        // a Mount that finishes with nobody listening is undone.
+        let error = match leases.take(name, dataset, node, deadline).await {
+            Ok(Acquired::Renewed) if !owned_before && !carried => {
+                // This node's UUID already holds it, but not through this plugin: another host runs
+                // with the same NODE_UUID, or this plugin lost its state. Mounting could put it on two
+                // hosts.
+                leases.disown(dataset).await;
+                return Err(Error::LeasedByThisUuid {
+                    name: name.to_string(),
+                    dataset,
+                    node,
+                });
             }
-            Ok(Err(e)) => {
-                // The request may have been applied and its answer lost: settle it like a timeout.
-                if carried.is_none() {
-                    leases.release(name, dataset_id, node).await;
-                }
-                return Err(e);
-            }
-            Err(_) => {
-                // The lease may have been granted after all; give it back if nothing here needs it.
-                if carried.is_none() {
-                    leases.release(name, dataset_id, node).await;
-                }
-                return Err(timed_out("the lease request"));
-            }
+            Ok(acquired) => return Ok(acquired),
+            Err(e) => e,
         };
-        if acquired == Acquired::Renewed && !owned_before && carried.is_none() {
-            // This node's UUID already holds it, but not through this plugin: another host runs with
-            // the same NODE_UUID, or this plugin lost its state. Mounting could put it on two hosts.
-            leases.disown(dataset_id).await;
-            return Err(Error::LeasedByThisUuid {
-                name: name.to_string(),
-                dataset: dataset_id,
-                node,
-            });
+        if carried {
+            // Containers here use it: whatever happened, the lease stays this plugin's.
+        } else if leases.in_doubt(dataset) || owned_before {
+            // Perhaps granted after all, or a leftover of this plugin's: give it back once sure.
+            leases.release(name, dataset, node).await;
+        } else {
+            // Refused, or certainly not carried out: this plugin holds nothing.
+            leases.disown(dataset).await;
         }
-        let outcome = self.arrive_and_bind(name, &dataset, node, deadline).await;
+        Err(error)
+    }
+
+    /// Moves the dataset here if needed, binds it, and records the mount before answering.
+    async fn bind_and_record(
+        &self,
+        name: &VolumeName,
+        id: &MountId,
+        node: NodeId,
+        deadline: Instant,
+        carried: Option<MountRecord>,
+        dataset: &DatasetConfig,
+    ) -> Result<PathBuf> {
+        let dataset_id = dataset.dataset_id;
+        let leases = &self.inner.leases;
+        let store = &self.inner.store;
+        if let (MountMode::Propagated(dir), None) = (&self.inner.settings.mount_mode, &carried) {
+            // A bind with only this note at the next start never reached Docker: it is removed then.
+            let pending = PendingMount {
+                dataset_id,
+                mountpoint: dir.join(dataset_id.to_string()),
+            };
+            let (_, saved) = store
+                .update(|r| r.pending.insert(name.to_string(), pending))
+                .await;
+            if let Err(source) = saved {
+                let _ = store.update(|r| r.pending.remove(name.as_str())).await;
+                leases.release(name, dataset_id, node).await;
+                return Err(Error::StateNotSaved {
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        }
+        let outcome = self.arrive_and_bind(name, dataset, node, deadline).await;
         let mountpoint = match outcome {
             Ok(mountpoint) => mountpoint,
             Err(e) => {
@@ -557,6 +681,7 @@ impl FlockerDriver {
                     // Containers still use it through their own mounts: keep the lease and the record.
                     warn!(volume = %name, error = %e, "re-mounting a vanished bind failed; keeping the lease for the containers still using it");
                 } else {
+                    let _ = store.update(|r| r.pending.remove(name.as_str())).await;
                     // This plugin's lease (just taken, or a leftover of its own), and nothing here uses it.
                     leases.release(name, dataset_id, node).await;
                 }
@@ -577,9 +702,11 @@ impl FlockerDriver {
             },
         };
         let had_users = record.count() > 1 || record.adopted;
-        let store = &self.inner.store;
         let (_, saved) = store
-            .update(|r| r.mounts.insert(name.to_string(), record))
+            .update(|r| {
+                r.pending.remove(name.as_str());
+                r.mounts.insert(name.to_string(), record)
+            })
             .await;
         if let Err(source) = saved {
             if had_users {
@@ -872,7 +999,7 @@ impl VolumeDriver for FlockerDriver {
                     .get(name.as_str())
                     .map(|k| k.dataset_id),
                 waited: self.inner.settings.mount_timeout,
-                detail: "the control service is slow to answer".into(),
+                detail: "the control service is slow to answer; retry".into(),
             }),
         }
     }

@@ -1,17 +1,24 @@
-//! This node's leases: take, release only if ours, and retry a failed release (SPEC §9.1).
+//! This node's leases: take, release only if ours, retry a failed release, and wait out requests whose
+//! outcome is unknown (SPEC §9.1).
 //!
-//! Flocker's `DELETE /v1/configuration/leases/<id>` frees a lease *whoever* holds it. So every release
-//! first reads the leases and deletes only one this node holds; a release that failed (control service
-//! down, or the answer lost after the delete was applied) is retried in the background, at most one
-//! retry per volume, under the volume's lock, and the next Mount of that volume cancels it. Between the
-//! check and the DELETE the lease cannot change hands: only its holder (this node) releases it, and no
-//! other node can take a held lease. It does not decide *when* a lease is needed; the driver does.
+//! Flocker's `DELETE /v1/configuration/leases/<id>` frees a lease *whoever* holds it. So a release first
+//! reads the leases and deletes only one this node holds and this plugin claimed (the state file lists
+//! its claims, written before a lease is requested). A release that failed is retried in the
+//! background, at most one retry per volume, under the volume's lock; the next Mount cancels it.
+//!
+//! A lease request that was sent but never answered (a timeout, a broken connection) may still be
+//! carried out later by a busy control service. Until [`Leases::settle_window`] has passed since it was
+//! sent, the dataset is *in doubt*: no other lease request for it is sent (a late DELETE would
+//! otherwise free the lease a new Mount just renewed; a late POST would re-take a lease just given
+//! back), and a release is left to the background retry, which waits the doubt out and then looks. It
+//! does not decide *when* a lease is needed; the driver does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -47,6 +54,8 @@ pub struct Leases {
     /// Volume name → generation of its one pending retry.
     retries: Mutex<HashMap<String, u64>>,
     generations: AtomicU64,
+    /// Dataset → until when an unanswered lease request for it may still be carried out.
+    doubt: Mutex<HashMap<DatasetId, Instant>>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -66,18 +75,79 @@ impl Leases {
             store,
             retries: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
+            doubt: Mutex::new(HashMap::new()),
             tasks,
             stop,
         })
     }
 
-    /// Leases `dataset` for `node`; a lease held elsewhere means the volume is in use there.
+    /// How long an unanswered request may still be carried out: twice the client's request timeout.
+    /// A control service that queues requests longer than that is indistinguishable from one that
+    /// dropped them; the README says so.
+    pub fn settle_window(&self) -> Duration {
+        self.client.request_timeout() * 2
+    }
+
+    /// Whether the outcome of an earlier request for `dataset` is still unknown.
+    pub fn in_doubt(&self, dataset: DatasetId) -> bool {
+        self.doubt_until(dataset).is_some()
+    }
+
+    fn doubt_until(&self, dataset: DatasetId) -> Option<Instant> {
+        let mut doubt = self.doubt.lock().expect("doubt table");
+        match doubt.get(&dataset) {
+            Some(until) if *until > Instant::now() => Some(*until),
+            Some(_) => {
+                doubt.remove(&dataset);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records that a request for `dataset` went unanswered (if `error` says so).
+    fn note(&self, dataset: DatasetId, error: &flocker::Error) {
+        if error.in_doubt() {
+            let until = Instant::now() + self.settle_window();
+            warn!(dataset = %dataset, until_s = self.settle_window().as_secs(), error = %error, "a lease request went unanswered; no other lease request for this dataset until it can no longer be carried out");
+            self.doubt
+                .lock()
+                .expect("doubt table")
+                .insert(dataset, until);
+        }
+    }
+
+    /// Waits until no earlier request for `dataset` can still land, or `deadline`; false at the deadline.
+    async fn wait_out_doubt(&self, dataset: DatasetId, deadline: Instant) -> bool {
+        while let Some(until) = self.doubt_until(dataset) {
+            if until > deadline {
+                return false;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+        true
+    }
+
+    /// Leases `dataset` for `node`; a lease held elsewhere means the volume is in use there. Waits (until
+    /// `deadline`) for an earlier unanswered request on it to be past landing.
     pub async fn take(
         &self,
         name: &VolumeName,
         dataset: DatasetId,
         node: NodeId,
+        deadline: Instant,
     ) -> Result<Acquired> {
+        if !self.wait_out_doubt(dataset, deadline).await {
+            return Err(Error::Timeout {
+                name: name.to_string(),
+                dataset: Some(dataset),
+                waited: Duration::ZERO,
+                detail: "an earlier lease request to the control service went unanswered and may still be carried out; retry in a minute".into(),
+            });
+        }
         match self.client.acquire_lease(dataset, node).await {
             Ok(acquired) => Ok(acquired),
             Err(flocker::Error::Conflict { .. }) => {
@@ -87,10 +157,13 @@ impl Leases {
                 };
                 Err(in_use_elsewhere(name, dataset, &holder))
             }
-            Err(source) => Err(Error::ControlService {
-                name: name.to_string(),
-                source,
-            }),
+            Err(source) => {
+                self.note(dataset, &source);
+                Err(Error::ControlService {
+                    name: name.to_string(),
+                    source,
+                })
+            }
         }
     }
 
@@ -103,8 +176,9 @@ impl Leases {
             .map(|l| l.node_uuid))
     }
 
-    /// Deletes the lease on `dataset` only if `node` holds it, checked right before the DELETE.
-    pub async fn release_if_held_by(
+    /// Deletes the lease on `dataset` only if `node` holds it, checked right before the DELETE. Call it
+    /// only once the dataset is out of doubt.
+    async fn release_if_held_by(
         &self,
         dataset: DatasetId,
         node: NodeId,
@@ -115,7 +189,10 @@ impl Leases {
             Some(_) => match self.client.release_lease(dataset).await {
                 Ok(_) => Ok(Release::Released),
                 Err(flocker::Error::NotFound { .. }) => Ok(Release::NotHeld),
-                Err(e) => Err(e),
+                Err(e) => {
+                    self.note(dataset, &e);
+                    Err(e)
+                }
             },
         }
     }
@@ -130,10 +207,15 @@ impl Leases {
             .is_some()
     }
 
-    /// Releases this node's lease on `dataset` now, or arms one background retry. Call it holding the
-    /// volume's lock, once nothing here uses the volume.
+    /// Releases this plugin's lease on `dataset` now, or arms one background retry (at once if an
+    /// earlier request is in doubt). Call it holding the volume's lock, once nothing here uses it.
     pub async fn release(self: &Arc<Self>, name: &VolumeName, dataset: DatasetId, node: NodeId) {
         self.cancel_retry(name.as_str());
+        if self.in_doubt(dataset) {
+            info!(volume = %name, dataset = %dataset, "lease release waits until an unanswered request can no longer land");
+            self.arm_retry(name, dataset, node);
+            return;
+        }
         match self.release_if_held_by(dataset, node).await {
             Ok(outcome) => self.settled(name, dataset, outcome).await,
             Err(e) => {
@@ -164,9 +246,13 @@ impl Leases {
     async fn retry(&self, name: VolumeName, dataset: DatasetId, node: NodeId, generation: u64) {
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
+            let pause = match self.doubt_until(dataset) {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None => backoff.next_delay(),
+            };
             tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             let _guard = tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -178,6 +264,9 @@ impl Leases {
             if self.store.read().mounts.contains_key(name.as_str()) {
                 self.cancel_retry(name.as_str());
                 return; // Mounted here again: the lease is wanted.
+            }
+            if self.in_doubt(dataset) {
+                continue;
             }
             match self.release_if_held_by(dataset, node).await {
                 Ok(outcome) => {
@@ -191,9 +280,7 @@ impl Leases {
             }
         }
     }
-}
 
-impl Leases {
     /// Whether this plugin took the lease on `dataset` and has not given it back.
     pub fn owns(&self, dataset: DatasetId) -> bool {
         self.store.read().leased.contains(&dataset)
@@ -218,17 +305,13 @@ impl Leases {
 
     /// A release reached a definite outcome: the lease is no longer this plugin's.
     async fn settled(&self, name: &VolumeName, dataset: DatasetId, outcome: Release) {
-        log_outcome(name, dataset, outcome);
-        self.disown(dataset).await;
-    }
-}
-
-fn log_outcome(name: &VolumeName, dataset: DatasetId, outcome: Release) {
-    match outcome {
-        Release::Released => info!(volume = %name, dataset = %dataset, "lease released"),
-        Release::NotHeld => info!(volume = %name, dataset = %dataset, "no lease to release"),
-        Release::HeldBy(holder) => {
-            info!(volume = %name, dataset = %dataset, holder = %holder, "lease now held by another node; left alone")
+        match outcome {
+            Release::Released => info!(volume = %name, dataset = %dataset, "lease released"),
+            Release::NotHeld => info!(volume = %name, dataset = %dataset, "no lease to release"),
+            Release::HeldBy(holder) => {
+                info!(volume = %name, dataset = %dataset, holder = %holder, "lease now held by another node; left alone")
+            }
         }
+        self.disown(dataset).await;
     }
 }

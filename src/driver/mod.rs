@@ -26,10 +26,10 @@ use std::future::Future;
 use std::path::PathBuf;
 
 pub use error::Error;
-pub use flocker_driver::{DriverSettings, FlockerDriver};
+pub use flocker_driver::{DriverSettings, FlockerDriver, RESTART_GRACE};
 pub use options::CreateOptions;
 pub use source::{local_path, Refusal};
-pub use store::{Loaded, MountRecord, Records, SaveError, StateFile};
+pub use store::{Loaded, MountRecord, PendingMount, Records, SaveError, StateFile};
 
 /// How mountpoints are handed to Docker (SPEC §5).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,6 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::flocker_driver::FlockerDriver;
-use super::leases::Release;
 use super::store::{Loaded, MountRecord, Records};
 use super::MountMode;
 use super::VolumeName;
@@ -33,26 +32,34 @@ use crate::mount;
 
 /// What the local settling leaves for the control-service phase.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub struct Unsettled {
     /// Binds found under the propagated mount without a record: (dataset, mountpoint).
     pub adopted_binds: Vec<(DatasetId, PathBuf)>,
+    /// Recorded volumes whose bind the engine removed: kept (with their leases) for the restart grace.
+    pub detached: Vec<String>,
     /// Whether the state file was read intact (else this node's leases may belong to mounts it lost).
     pub file_complete: bool,
 }
 
 /// Settles the loaded state with this boot and the mount table. Blocking; runs once at start.
-pub fn settle_locally(loaded: Loaded, mode: &MountMode, boot: Option<Uuid>) -> (Records, Pending) {
+pub fn settle_locally(
+    loaded: Loaded,
+    mode: &MountMode,
+    boot: Option<Uuid>,
+) -> (Records, Unsettled) {
     let mut records = loaded.records();
-    let mut pending = Pending {
+    let mut pending = Unsettled {
         adopted_binds: Vec::new(),
+        detached: Vec::new(),
         file_complete: loaded.is_complete(),
     };
     if let (Some(recorded), Some(now)) = (records.boot_id, boot) {
-        if recorded != now && !records.mounts.is_empty() {
+        if recorded != now {
             for name in records.mounts.keys() {
                 info!(volume = %name, "forgetting a mount recorded before the host rebooted");
             }
             records.mounts.clear();
+            records.pending.clear();
         }
     }
     records.boot_id = boot;
@@ -66,15 +73,31 @@ pub fn settle_locally(loaded: Loaded, mode: &MountMode, boot: Option<Uuid>) -> (
             return (records, pending);
         }
     };
-    records.mounts.retain(|name, record| {
-        let kept = mounted.contains(&record.mountpoint);
-        if !kept {
-            info!(volume = %name, mountpoint = %record.mountpoint.display(), "forgetting a mount whose bind the engine removed (plugin stopped or disabled)");
+    for (name, record) in &records.mounts {
+        if !mounted.contains(&record.mountpoint) && record.in_use() {
+            // After an engine crash the engine removes the propagated mounts *before* it stops the old
+            // containers (reference/docker-plugin.md §2): their users may still be running.
+            warn!(volume = %name, mountpoint = %record.mountpoint.display(), "the engine removed this bind (plugin stopped, disabled or restarted); keeping its lease for the restart grace");
+            pending.detached.push(name.clone());
         }
-        kept
-    });
+    }
+    records
+        .mounts
+        .retain(|_, record| record.in_use() || mounted.contains(&record.mountpoint));
+    let unanswered = std::mem::take(&mut records.pending);
     for bind in &mounted {
         if records.mounts.values().any(|r| &r.mountpoint == bind) {
+            continue;
+        }
+        if let Some((name, _)) = unanswered.iter().find(|(_, p)| &p.mountpoint == bind) {
+            // The plugin died between this bind and its answer: Docker never used it.
+            info!(volume = %name, mountpoint = %bind.display(), "removing the bind of a Mount that was never answered");
+            if let Err(e) = mount::unmount_all(bind) {
+                error!(mountpoint = %bind.display(), error = %e, "cannot remove it; adopting it instead");
+                if let Some(dataset) = dataset_of(bind) {
+                    pending.adopted_binds.push((dataset, bind.clone()));
+                }
+            }
             continue;
         }
         match dataset_of(bind) {
@@ -128,6 +151,9 @@ impl FlockerDriver {
             .take()
             .unwrap_or_default();
         self.adopt_binds(&config, &pending.adopted_binds).await;
+        for name in pending.detached {
+            self.expire_after_grace(name);
+        }
         if !pending.file_complete {
             if let MountMode::Legacy = self.inner.settings.mount_mode {
                 self.adopt_leased_here(&config, &leases, node).await;
@@ -146,6 +172,7 @@ impl FlockerDriver {
             }
             self.settle_unneeded_lease(lease, &config, node).await;
         }
+        self.forget_empty_claims(&config, &leases, node).await;
         let _ = self.inner.store.update(|_| ()).await;
         info!("start-up recovery done");
     }
@@ -195,6 +222,9 @@ impl FlockerDriver {
                 continue;
             };
             let _guard = self.inner.locks.lock(name).await;
+            if self.inner.store.read().mounts.contains_key(name) {
+                continue; // A Mount since the start recorded it with its ID.
+            }
             let record = MountRecord {
                 dataset_id: *dataset,
                 mountpoint: bind.clone(),
@@ -205,7 +235,7 @@ impl FlockerDriver {
                 .inner
                 .store
                 .update(|r| {
-                    r.mounts.entry(name.to_string()).or_insert(record).adopted = true;
+                    r.mounts.insert(name.to_string(), record);
                     r.leased.insert(*dataset);
                 })
                 .await;
@@ -327,7 +357,9 @@ impl FlockerDriver {
 
     /// Keeps a volume in use here leased by this node; points its configuration back here if it moved.
     async fn keep_here(&self, name: &VolumeName, dataset: DatasetId, node: NodeId, unsure: bool) {
-        match self.inner.leases.take(name, dataset, node).await {
+        let leases = &self.inner.leases;
+        let patience = tokio::time::Instant::now() + leases.settle_window() * 2;
+        match leases.take(name, dataset, node, patience).await {
             Ok(_) => {}
             Err(e) => {
                 error!(volume = %name, dataset = %dataset, error = %e, "recovery: a volume in use here cannot be leased by this node; not touching it");
@@ -396,24 +428,77 @@ impl FlockerDriver {
         if needed {
             return;
         }
-        match self
-            .inner
+        info!(volume = %name, dataset = %lease.dataset_id, "recovery: releasing a lease no mount needs");
+        self.inner
             .leases
-            .release_if_held_by(lease.dataset_id, node)
-            .await
-        {
-            Ok(Release::Released) => {
-                info!(volume = %name, dataset = %lease.dataset_id, "recovery: released a lease no mount needs")
+            .release(&volume, lease.dataset_id, node)
+            .await;
+    }
+
+    /// Claims of leases this node did not hold at the snapshot (a crash between the claim and the
+    /// request): forgotten under the volume's lock, unless a Mount or a doubtful request needs them.
+    async fn forget_empty_claims(&self, config: &Configuration, leases: &[Lease], node: NodeId) {
+        let claims: Vec<DatasetId> = self.inner.store.read().leased.iter().copied().collect();
+        for dataset in claims {
+            if leases
+                .iter()
+                .any(|l| l.dataset_id == dataset && l.node_uuid == node)
+            {
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(volume = %name, error = %e, "recovery: lease release failed; retrying in the background");
-                self.inner
-                    .leases
-                    .release(&volume, lease.dataset_id, node)
-                    .await;
+            let Some(name) = name_of(config, dataset) else {
+                continue;
+            };
+            let _guard = self.inner.locks.lock(name).await;
+            let recorded = self
+                .inner
+                .store
+                .read()
+                .mounts
+                .values()
+                .any(|r| r.dataset_id == dataset)
+                || self.inner.store.read().pending.contains_key(name);
+            if recorded || self.inner.leases.in_doubt(dataset) {
+                continue;
+            }
+            match self.inner.leases.holder(dataset).await {
+                Ok(Some(holder)) if holder == node => {} // Taken since the snapshot: keep the claim.
+                Ok(_) => self.inner.leases.disown(dataset).await,
+                Err(_) => {}
             }
         }
+    }
+
+    /// A volume whose bind the engine removed at start: once the restart grace is over, if no Mount
+    /// has bound it again and Unmounts have not drained it, its users are gone; drop it and give the
+    /// lease back.
+    fn expire_after_grace(&self, name: String) {
+        let driver = self.clone();
+        let grace = self.inner.settings.restart_grace;
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = driver.inner.stop.cancelled() => return,
+                _ = tokio::time::sleep(grace) => {}
+            }
+            let Ok(volume) = VolumeName::new(&name) else {
+                return;
+            };
+            let _guard = driver.inner.locks.lock(&name).await;
+            let Some(record) = driver.inner.store.read().mounts.get(&name).cloned() else {
+                return;
+            };
+            let target = record.mountpoint.clone();
+            let rebound =
+                crate::blocking::run(move || mount::is_mount_point(&target).unwrap_or(true)).await;
+            if rebound {
+                return;
+            }
+            info!(volume = %name, "restart grace over and the bind was never needed again; dropping its record and lease");
+            driver.inner.store.read().mounts.remove(&name);
+            if let Err(e) = driver.unmount_last(&volume, record).await {
+                error!(volume = %name, error = %e, "dropping an expired mount failed");
+            }
+        });
     }
 }
 

@@ -48,6 +48,16 @@ impl MountRecord {
     }
 }
 
+/// A bind made for a Mount that has not been answered yet. Found at start with its bind, it means the
+/// plugin died before Docker heard of the mount: nothing can use it, so it is removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingMount {
+    /// Its dataset.
+    pub dataset_id: DatasetId,
+    /// Where the bind goes.
+    pub mountpoint: PathBuf,
+}
+
 /// The last configuration seen for a volume name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnownVolume {
@@ -79,6 +89,9 @@ pub struct Records {
     /// between leaves a lease the next start knows to be its own.
     #[serde(default)]
     pub leased: BTreeSet<DatasetId>,
+    /// Binds being made for Mounts not answered yet, by volume name.
+    #[serde(default)]
+    pub pending: BTreeMap<String, PendingMount>,
 }
 
 /// What an Unmount did to the count.

@@ -80,7 +80,16 @@ async fn intercept(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     }
     let response = match plan.fail.map(StatusCode::from_u16) {
         Some(Ok(status)) => described(status, "injected fault"),
-        _ => next.run(req).await,
+        _ => match plan.apply_late {
+            // Detached, so a client that gives up does not cancel it.
+            Some(d) => tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                next.run(req).await
+            })
+            .await
+            .expect("late handler"),
+            None => next.run(req).await,
+        },
     };
     info!(
         %method,

@@ -19,6 +19,9 @@ pub struct Intercept {
     pub delay_answer: Option<Duration>,
     /// Break the connection instead of delivering the answer (after handling it).
     pub drop_answer: bool,
+    /// Handle it this long after it arrived, even if the client has given up meanwhile
+    /// (a slow server that queues requests and applies them late).
+    pub apply_late: Option<Duration>,
 }
 
 /// Injected faults, delays and per-endpoint request counts.
@@ -37,6 +40,8 @@ struct Inner {
     delays: HashMap<String, Duration>,
     /// path → delay between handling and answering.
     answer_delays: HashMap<String, Duration>,
+    /// (METHOD, path) → delays for the next matching requests, applied even if the client left.
+    apply_late_next: HashMap<(String, String), VecDeque<Duration>>,
     counts: HashMap<(String, String), usize>,
 }
 
@@ -83,6 +88,16 @@ impl Faults {
         set_or_clear(&mut self.lock().answer_delays, path, d);
     }
 
+    /// The next `method` request to `path` is handled `d` after it arrived, whether or not
+    /// its client is still waiting.
+    pub fn apply_late_next(&self, method: &str, path: &str, d: Duration) {
+        self.lock()
+            .apply_late_next
+            .entry(key(method, path))
+            .or_default()
+            .push_back(d);
+    }
+
     /// How many `method` requests to exactly `path` arrived, including failed ones.
     pub fn request_count(&self, method: &str, path: &str) -> usize {
         self.lock()
@@ -111,7 +126,12 @@ impl Faults {
             }
             _ => false,
         };
+        let apply_late = inner
+            .apply_late_next
+            .get_mut(&k)
+            .and_then(VecDeque::pop_front);
         Intercept {
+            apply_late,
             fail,
             delay: inner.delays.get(path).copied(),
             delay_answer: inner.answer_delays.get(path).copied(),

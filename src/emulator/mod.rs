@@ -309,6 +309,12 @@ impl Emulator {
         self.shared.faults.delay_answer(path, d);
     }
 
+    /// The next `method` request to `path` is applied `d` after it arrived, even if the
+    /// client gave up meanwhile (a slow control service applies queued requests late).
+    pub fn apply_late_next(&self, method: &str, path: &str, d: Duration) {
+        self.shared.faults.apply_late_next(method, path, d);
+    }
+
     /// Requests received for `method` and exactly `path` (e.g. `/v1/state/datasets`).
     pub fn request_count(&self, method: &str, path: &str) -> usize {
         self.shared.faults.request_count(method, path)

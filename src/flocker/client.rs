@@ -68,6 +68,11 @@ impl Client {
         })
     }
 
+    /// How long one request may take before it is given up (and its outcome is unknown).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The base URL, for messages.
     pub fn base_url(&self) -> &Url {
         &self.base
@@ -258,8 +263,8 @@ impl Client {
 
     /// A transport error; a timeout also says what the limit is, since reqwest only says "timed out".
     fn transport_error(&self, url: &str, err: reqwest::Error) -> Error {
-        if err.is_timeout() {
-            return Error::Unreachable {
+        if err.is_timeout() && !err.is_connect() {
+            return Error::NoAnswer {
                 url: url.into(),
                 reason: format!(
                     "{} (each request may take at most {})",

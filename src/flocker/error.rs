@@ -18,9 +18,18 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// TCP connection failed, timed out or broke.
+    /// No connection could be made: the request never reached the control service.
     #[error("the Flocker control service at {url} is unreachable: {reason}")]
     Unreachable {
+        /// The request URL.
+        url: String,
+        /// The cause chain.
+        reason: String,
+    },
+    /// The request was sent but no complete answer came (timeout, connection broken): the control
+    /// service may still carry it out, so its outcome is unknown.
+    #[error("the Flocker control service at {url} did not answer in time, and may still carry out the request: {reason}")]
+    NoAnswer {
         /// The request URL.
         url: String,
         /// The cause chain.
@@ -96,12 +105,22 @@ impl Error {
                 url: url.into(),
                 reason,
             }
-        } else {
+        } else if err.is_connect() {
             Error::Unreachable {
                 url: url.into(),
                 reason,
             }
+        } else {
+            Error::NoAnswer {
+                url: url.into(),
+                reason,
+            }
         }
+    }
+
+    /// True when the request may have been carried out although no proper answer came back.
+    pub fn in_doubt(&self) -> bool {
+        matches!(self, Error::NoAnswer { .. } | Error::Decode { .. })
     }
 
     /// True when the control service could not be talked to properly (so cached answers are better than
@@ -109,7 +128,10 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::Unreachable { .. } | Error::Tls { .. } | Error::Decode { .. }
+            Error::Unreachable { .. }
+                | Error::NoAnswer { .. }
+                | Error::Tls { .. }
+                | Error::Decode { .. }
         ) || matches!(self, Error::Status { status, .. } if *status >= 500)
     }
 }

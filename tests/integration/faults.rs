@@ -204,7 +204,8 @@ async fn fault_matrix() {
     }
     let cluster = Cluster::start(3, Convergence::After(Duration::from_millis(200))).await;
     let mut settings = cluster.settings(0);
-    settings.mount_timeout = Duration::from_secs(3);
+    // Longer than the settle window (2 × CLIENT_TIMEOUT), so a Mount can wait out an unanswered request.
+    settings.mount_timeout = Duration::from_secs(6);
     let a = cluster
         .plugin_with_timeout(0, settings, CLIENT_TIMEOUT)
         .await;
@@ -341,6 +342,42 @@ async fn late_and_lost_answers(m: &mut Matrix) {
     let id = m.dataset("lost-release");
     assert_eq!(lease_holder(&m.cluster, &id), Some(b_uuid));
     m.b.docker.unmount("lost-release", "b").await.unwrap();
+
+    // Carried out late, after the client gave up: the lease take of a Mount, then the release of a
+    // last Unmount followed at once by a new Mount of the same volume (docker restart).
+    m.create(&m.a().clone(), "late-take").await;
+    m.cluster.emulator.apply_late_next(
+        "POST",
+        "/v1/configuration/leases",
+        CLIENT_TIMEOUT + Duration::from_secs(1),
+    );
+    m.a().mount("late-take", "c").await.unwrap_err();
+    m.check("carried out after the client's timeout (lease take)", 0, 1)
+        .await;
+    m.create(&m.a().clone(), "late-release-remount").await;
+    m.a().mount("late-release-remount", "c1").await.unwrap();
+    let lease = m.lease_path("late-release-remount");
+    m.cluster
+        .emulator
+        .apply_late_next("DELETE", &lease, CLIENT_TIMEOUT + Duration::from_secs(1));
+    m.a().unmount("late-release-remount", "c1").await.unwrap();
+    m.a().mount("late-release-remount", "c2").await.unwrap();
+    m.check(
+        "carried out after the client's timeout (lease release, then a new Mount)",
+        0,
+        1,
+    )
+    .await;
+    let id = m.dataset("late-release-remount");
+    let a_uuid = m.cluster.nodes[0].uuid.to_string();
+    if lease_holder(&m.cluster, &id).as_deref() != Some(a_uuid.as_str()) {
+        m.rows
+            .last_mut()
+            .unwrap()
+            .violations
+            .push("the new Mount's lease was freed by the late release".into());
+    }
+    m.a().unmount("late-release-remount", "c2").await.unwrap();
 
     // Not applied before the client's timeout: the release of a last Unmount.
     m.create(&m.a().clone(), "late-release").await;

@@ -134,6 +134,10 @@ async fn errors_carry_the_url_and_the_description() {
     cluster.emulator.stop_listening().await;
     let err = client.state().await.unwrap_err();
     assert!(matches!(err, flocker::Error::Unreachable { .. }), "{err}");
+    assert!(
+        !err.in_doubt(),
+        "never connected: certainly not carried out"
+    );
     assert!(err.to_string().contains(&cluster.emulator.url()), "{err}");
     cluster.emulator.start_listening().await.unwrap();
     client
@@ -343,7 +347,11 @@ async fn a_control_service_that_never_answers_times_out() {
     let err = client.state().await.unwrap_err();
     let took = started.elapsed();
     let text = err.to_string();
-    assert!(matches!(err, flocker::Error::Unreachable { .. }), "{text}");
+    assert!(matches!(err, flocker::Error::NoAnswer { .. }), "{text}");
+    assert!(
+        err.in_doubt(),
+        "sent, never answered: it may still be carried out"
+    );
     assert!(
         text.contains(&url) && text.contains("timed out") && text.contains("300ms"),
         "{text}"

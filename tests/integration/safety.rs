@@ -510,7 +510,10 @@ async fn a_retried_release_never_frees_another_nodes_lease() {
         return;
     }
     let cluster = Cluster::start(2, LAG).await;
-    let a = cluster.plugin(0).await;
+    // A short request timeout, so the unanswered release is past landing within the test.
+    let a = cluster
+        .plugin_with_timeout(0, cluster.settings(0), Duration::from_secs(1))
+        .await;
     let b = cluster.plugin(1).await;
     a.docker.create("handover", json!({})).await.unwrap();
     a.docker.mount("handover", "ca").await.unwrap();
@@ -659,4 +662,240 @@ async fn a_dead_nodes_volume_moves_after_release_leases() {
 
 fn mount_cleanup(path: &Path) {
     let _ = flocker_docker_plugin::mount::unmount_all(path);
+}
+
+// Review finding 1 (issue 6): a lease release the control service carried out late, after the
+// request had timed out, freed the lease the next Mount on the same node had just renewed. Lease
+// requests on a dataset now wait until an unanswered one can no longer land.
+#[tokio::test]
+async fn a_late_release_never_frees_the_lease_of_a_new_mount() {
+    if !require_root("a_late_release_never_frees_the_lease_of_a_new_mount") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let a = cluster
+        .plugin_with_timeout(0, cluster.settings(0), Duration::from_secs(1))
+        .await;
+    let b = cluster.plugin(1).await;
+    a.docker.create("late", json!({})).await.unwrap();
+    let id = dataset_id(&cluster.emulator, "late");
+    a.docker.mount("late", "c1").await.unwrap();
+    cluster.emulator.apply_late_next(
+        "DELETE",
+        &format!("/v1/configuration/leases/{id}"),
+        Duration::from_secs(2),
+    );
+    a.docker.unmount("late", "c1").await.unwrap(); // the release times out; it lands at 2 s
+    let path = a.docker.mount("late", "c2").await.unwrap(); // docker restart
+    assert_eq!(
+        lease_holder(&cluster, &id),
+        Some(cluster.nodes[0].uuid.to_string())
+    );
+    let err = b.docker.mount("late", "cb").await.unwrap_err();
+    assert!(err.contains("in use on node"), "{err}");
+    assert!(is_mounted(&path));
+    a.docker.unmount("late", "c2").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding 2 (issue 6): a lease request carried out after it timed out left a lease this node's
+// UUID held but the plugin had disowned: every later Mount, Remove and restart was refused.
+#[tokio::test]
+async fn a_late_lease_is_found_and_given_back() {
+    if !require_root("a_late_lease_is_found_and_given_back") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let a = cluster
+        .plugin_with_timeout(0, cluster.settings(0), Duration::from_secs(1))
+        .await;
+    let b = cluster.plugin(1).await;
+    a.docker.create("wedge", json!({})).await.unwrap();
+    let id = dataset_id(&cluster.emulator, "wedge");
+    cluster
+        .emulator
+        .apply_late_next("POST", "/v1/configuration/leases", Duration::from_secs(2));
+    a.docker.mount("wedge", "c1").await.unwrap_err();
+    eventually("the late lease is given back", || {
+        cluster
+            .emulator
+            .request_count("POST", "/v1/configuration/leases")
+            == 1
+            && cluster
+                .emulator
+                .request_count("DELETE", &format!("/v1/configuration/leases/{id}"))
+                == 1
+    })
+    .await;
+    assert_eq!(lease_holder(&cluster, &id), None);
+    let path = b.docker.mount("wedge", "cb").await.unwrap();
+    b.docker.unmount("wedge", "cb").await.unwrap();
+    assert!(!is_mounted(&path));
+    a.docker.mount("wedge", "c2").await.unwrap();
+    a.docker.unmount("wedge", "c2").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding 3 (issue 6): a Remove on another node between a Mount's configuration read and its
+// lease deleted the dataset, and the Mount still handed a container the deleted dataset, destroyed
+// once it stopped. The configuration is now read after the lease.
+#[tokio::test]
+async fn a_mount_racing_a_remove_never_hands_out_a_deleted_dataset() {
+    if !require_root("a_mount_racing_a_remove_never_hands_out_a_deleted_dataset") {
+        return;
+    }
+    let cluster = Cluster::start(2, Convergence::Manual).await;
+    let a = cluster.plugin(0).await;
+    let b = cluster.plugin(1).await;
+    a.docker.create("doomed", json!({})).await.unwrap();
+    cluster.emulator.converge().await;
+    let id = dataset_id(&cluster.emulator, "doomed");
+    cluster.emulator.reset_counts();
+    cluster
+        .emulator
+        .delay("/v1/configuration/leases", Duration::from_millis(1500));
+    let mounting = {
+        let docker = a.docker.clone();
+        tokio::spawn(async move { docker.mount("doomed", "c1").await })
+    };
+    eventually("A asked for the lease", || {
+        cluster
+            .emulator
+            .request_count("POST", "/v1/configuration/leases")
+            > 0
+    })
+    .await;
+    cluster
+        .emulator
+        .delay("/v1/configuration/leases", Duration::ZERO);
+    b.docker.remove("doomed").await.unwrap();
+    let err = mounting.await.unwrap().unwrap_err();
+    assert!(
+        err.starts_with("Could not find volume with given name."),
+        "{err}"
+    );
+    assert!(!is_mounted(&cluster.nodes[0].propagated.join(&id)));
+    eventually("no lease is left", || lease_holder(&cluster, &id).is_none()).await;
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding 4 (issue 6): after an engine crash the engine removes the plugin's propagated mounts
+// before it stops the old containers; the restarted plugin released their leases at once while they
+// still wrote. They are now kept for the restart grace.
+#[tokio::test]
+async fn binds_the_engine_removed_keep_their_lease_for_the_restart_grace() {
+    if !require_root("binds_the_engine_removed_keep_their_lease_for_the_restart_grace") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let a = cluster.plugin(0).await;
+    let b = cluster.plugin(1).await;
+    let path = in_use(&a, "crashed").await;
+    let id = dataset_id(&cluster.emulator, "crashed");
+    // The container's own bind of the volume, which outlives the plugin's.
+    let container = cluster.dir.path().join("container-data");
+    std::fs::create_dir_all(&container).unwrap();
+    nix::mount::mount(
+        Some(&path),
+        &container,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    a.stop().await;
+    flocker_docker_plugin::mount::unmount_all(&path).unwrap();
+    let mut settings = cluster.settings(0);
+    settings.restart_grace = Duration::from_secs(3);
+    let a = cluster.plugin_with(0, settings).await;
+    assert_eq!(
+        lease_holder(&cluster, &id),
+        Some(cluster.nodes[0].uuid.to_string()),
+        "kept while the old container may still run"
+    );
+    let err = b.docker.mount("crashed", "cb").await.unwrap_err();
+    assert!(err.contains("in use on node"), "{err}");
+    // Docker 20.10 then sends the old container's Unmount, which drains it at once.
+    a.docker.unmount("crashed", "container").await.unwrap();
+    assert_eq!(lease_holder(&cluster, &id), None);
+    nix::mount::umount2(&container, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    b.docker.mount("crashed", "cb").await.unwrap();
+    b.docker.unmount("crashed", "cb").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding (a) (issue 6): on a second host with the same NODE_UUID, a lease request refused
+// with HTTP 500 made the plugin release the first host's lease. A request certainly not carried
+// out now leaves nothing to give back.
+#[tokio::test]
+async fn a_refused_lease_request_never_releases_a_twins_lease() {
+    if !require_root("a_refused_lease_request_never_releases_a_twins_lease") {
+        return;
+    }
+    let cluster = Cluster::start(1, LAG).await;
+    let first = cluster.plugin(0).await;
+    first.docker.create("twin", json!({})).await.unwrap();
+    first.docker.mount("twin", "c1").await.unwrap();
+    let id = dataset_id(&cluster.emulator, "twin");
+    let view = cluster.dir.path().join("twin-view");
+    std::fs::create_dir_all(&view).unwrap();
+    make_shared(&view);
+    let second = another_instance(&cluster, 0, "twin-host", |s| s.flocker_root = view).await;
+    cluster
+        .emulator
+        .fail_next("POST", "/v1/configuration/leases", 500);
+    second.docker.mount("twin", "c2").await.unwrap_err();
+    assert_eq!(
+        lease_holder(&cluster, &id),
+        Some(cluster.nodes[0].uuid.to_string())
+    );
+    first.docker.unmount("twin", "c1").await.unwrap();
+    second.stop().await;
+    first.stop().await;
+    cluster.stop().await;
+}
+
+// Review finding 5 (issue 6): a plugin killed between its bind and the record of it left a bind that
+// the next start adopted for good, although Docker never heard of it. The bind is noted as pending
+// before it is made; a pending bind found at start is removed and its lease given back.
+#[tokio::test]
+async fn a_bind_docker_never_heard_of_is_removed_at_start() {
+    if !require_root("a_bind_docker_never_heard_of_is_removed_at_start") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let a = cluster.plugin(0).await;
+    let b = cluster.plugin(1).await;
+    a.docker.create("unanswered", json!({})).await.unwrap();
+    let path = a.docker.mount("unanswered", "c").await.unwrap();
+    a.stop().await;
+    // As if killed after the bind and before the record: the state file has only the pending note.
+    let state = cluster.nodes[0].state_dir.join("state.json");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let record = file["mounts"]["unanswered"].take();
+    file["mounts"] = json!({});
+    file["pending"] = json!({ "unanswered": {
+        "dataset_id": record["dataset_id"], "mountpoint": record["mountpoint"] } });
+    std::fs::write(&state, file.to_string()).unwrap();
+
+    let a = cluster.plugin(0).await;
+    assert!(!is_mounted(&path), "nobody could be using it");
+    let id = dataset_id(&cluster.emulator, "unanswered");
+    eventually("its lease is given back", || {
+        lease_holder(&cluster, &id).is_none()
+    })
+    .await;
+    b.docker.mount("unanswered", "cb").await.unwrap();
+    b.docker.unmount("unanswered", "cb").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
 }

@@ -135,6 +135,8 @@ impl Cluster {
             default_profile: None,
             mount_timeout: Duration::from_secs(20),
             state_file: StateFile::in_dir(&node.state_dir),
+            // Short, so tests see the end of it; the daemon waits 2 minutes.
+            restart_grace: Duration::from_millis(500),
         }
     }
 
