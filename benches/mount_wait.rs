@@ -36,6 +36,7 @@ fn driver(
         mount_timeout: Duration::from_secs(30),
         state_file: StateFile::in_dir(&dir.join("state")),
         restart_grace: flocker_docker_plugin::driver::RESTART_GRACE,
+        report_age: flocker_docker_plugin::driver::REPORT_AGE,
     };
     // A known node needs no discovery; the receiver keeps the value after the sender is gone.
     let (_, rx): (_, watch::Receiver<Identity>) =

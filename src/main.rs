@@ -13,7 +13,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flocker_docker_plugin::config::{Config, LogFormat};
-use flocker_docker_plugin::driver::{DriverSettings, FlockerDriver, StateFile, RESTART_GRACE};
+use flocker_docker_plugin::driver::{
+    DriverSettings, FlockerDriver, StateFile, REPORT_AGE, RESTART_GRACE,
+};
 use flocker_docker_plugin::{dead_node, doctor, flocker, identity, protocol, server};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -202,5 +204,6 @@ fn driver_settings(config: &Config) -> DriverSettings {
         mount_timeout: config.mount_timeout,
         state_file: StateFile::in_dir(&config.state_dir),
         restart_grace: RESTART_GRACE,
+        report_age: REPORT_AGE,
     }
 }

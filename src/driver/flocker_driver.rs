@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use super::leases::Leases;
 use super::locks::VolumeLocks;
 use super::options::CreateRequest;
+use super::reads::{Coalesced, Freshness};
 use super::recovery::Unsettled;
 use super::select::{self, by_name, known_volume, new_dataset, pick};
 use super::source::{self, Refusal, VisibleError};
@@ -40,6 +41,10 @@ use crate::size::Size;
 
 /// Conditional create attempts on 412, as upstream (flocker-upstream.md §1.5: 20 attempts, 1 ms apart).
 const CREATE_ATTEMPTS: usize = 20;
+
+/// How old an answer Get, List and the first lookup of a Mount may reuse (SPEC §10): enough for the
+/// several Gets the engine sends around one `docker run` to share one request.
+pub const REPORT_AGE: Duration = Duration::from_secs(2);
 
 /// How much longer than its own deadline a Mount's answer may take: the worker's timeout message,
 /// which says what it waited for, should win over the bare one.
@@ -65,6 +70,8 @@ pub struct DriverSettings {
     /// How long a recorded mount whose bind the engine removed keeps its lease after a start
     /// ([`RESTART_GRACE`] in the daemon).
     pub restart_grace: Duration,
+    /// How old a configuration answer Get and List may reuse ([`REPORT_AGE`] in the daemon).
+    pub report_age: Duration,
 }
 
 /// After an engine crash the engine removes the plugin's propagated mounts and only then stops the
@@ -86,6 +93,10 @@ pub(super) struct Inner {
     pub(super) locks: Arc<VolumeLocks>,
     pub(super) store: Arc<Store>,
     pub(super) leases: Arc<Leases>,
+    /// Configuration reads shared by concurrent callers (SPEC §10).
+    pub(super) config_reads: Coalesced<Configuration>,
+    /// The answer the known-volume cache was last refreshed from.
+    pub(super) remembered: std::sync::Mutex<usize>,
     /// What start-up recovery found locally and still has to settle with the control service.
     pub(super) pending: std::sync::Mutex<Option<Unsettled>>,
     /// Every task the driver starts (Mount/Unmount/Remove workers, retries, the poller, recovery).
@@ -141,6 +152,8 @@ impl FlockerDriver {
                 locks,
                 store,
                 leases,
+                config_reads: Coalesced::default(),
+                remembered: std::sync::Mutex::new(0),
                 pending: std::sync::Mutex::new(Some(pending)),
                 tasks,
                 stop,
@@ -202,16 +215,46 @@ impl FlockerDriver {
         }
     }
 
-    /// Fetches the configuration and refreshes the known-volume cache from it.
-    async fn configuration(&self, name: &impl ToString) -> Result<Configuration> {
-        let config = self
+    /// The configuration, as fresh as `need` says, shared with concurrent callers; a new answer
+    /// also refreshes the known-volume cache.
+    async fn configuration(
+        &self,
+        name: &impl ToString,
+        need: Freshness,
+    ) -> Result<Arc<Configuration>> {
+        self.configuration_sent(name, need)
+            .await
+            .map(|(config, _)| config)
+    }
+
+    /// Like [`FlockerDriver::configuration`], also saying when the request behind it was sent.
+    async fn configuration_sent(
+        &self,
+        name: &impl ToString,
+        need: Freshness,
+    ) -> Result<(Arc<Configuration>, Instant)> {
+        let client = &self.inner.client;
+        let (config, sent) = self
             .inner
-            .client
-            .configuration()
+            .config_reads
+            .get_sent(need, || client.configuration())
             .await
             .map_err(Self::control(name))?;
-        self.remember(&config).await;
-        Ok(config)
+        let seen = Arc::as_ptr(&config) as usize;
+        let new = {
+            let mut remembered = self.inner.remembered.lock().expect("remembered");
+            std::mem::replace(&mut *remembered, seen) != seen
+        };
+        if new {
+            self.remember(&config).await;
+        }
+        Ok((config, sent))
+    }
+
+    /// The configuration from a request sent now or later: for decisions.
+    async fn fresh_configuration(&self, name: &impl ToString) -> Result<Arc<Configuration>> {
+        self.configuration(name, Freshness::StartedAfter(Instant::now()))
+            .await
     }
 
     pub(super) async fn remember(&self, config: &Configuration) {
@@ -225,10 +268,23 @@ impl FlockerDriver {
         }
     }
 
-    /// The live dataset named `name`.
+    /// The live dataset named `name`, from an answer at most `report_age` old; a name missing from
+    /// a reused answer is looked up again in a fresh one (it may have been created since).
     async fn find(&self, name: &VolumeName) -> Result<DatasetConfig> {
-        let config = self.configuration(name).await?;
-        pick(&config.datasets, name.as_str(), self.current_node())
+        let me = self.current_node();
+        let asked = Instant::now();
+        let (config, sent) = self
+            .configuration_sent(name, Freshness::Within(self.inner.settings.report_age))
+            .await?;
+        if let Some(dataset) = pick(&config.datasets, name.as_str(), me) {
+            return Ok(dataset.clone());
+        }
+        let config = if sent >= asked {
+            config
+        } else {
+            self.fresh_configuration(name).await?
+        };
+        pick(&config.datasets, name.as_str(), me)
             .cloned()
             .ok_or_else(|| Error::NotFound {
                 name: name.to_string(),
@@ -400,10 +456,26 @@ impl FlockerDriver {
         };
         if dataset.primary != Some(node) {
             info!(volume = %name, dataset = %dataset_id, from = ?dataset.primary.map(|n| n.to_string()), to = %node, "moving dataset here");
-            timeout_at(deadline, self.inner.client.move_dataset(dataset_id, node))
-                .await
+            let moved =
+                timeout_at(deadline, self.inner.client.move_dataset(dataset_id, node)).await;
+            self.inner.config_reads.forget();
+            moved
                 .map_err(|_| timed_out("the control service did not answer the move".into()))?
                 .map_err(Self::control(name))?;
+        }
+        if dataset.primary == Some(node) {
+            // Configured here (and this node holds the lease, so the agent keeps it here): if the
+            // agent's mount is already visible, the local mount table says all a state read would.
+            let expected = self
+                .inner
+                .settings
+                .agent_mount_root
+                .join(dataset_id.to_string());
+            match self.visible_source(name, dataset_id, expected).await {
+                Ok(local) => return self.bind_for_docker(name, dataset_id, local).await,
+                Err(Error::NotAMountPoint { .. }) => {} // Not mounted yet: ask the state.
+                Err(e) => return Err(e),
+            }
         }
         let mut last = String::from("the cluster state was not fetched yet");
         let agent_path =
@@ -417,6 +489,16 @@ impl FlockerDriver {
                 Err(_) => return Err(timed_out(last)),
             };
         let local = self.visible_source(name, dataset_id, agent_path).await?;
+        self.bind_for_docker(name, dataset_id, local).await
+    }
+
+    /// Binds the agent's mount under the propagated mount (legacy mode: hands out the agent's path).
+    async fn bind_for_docker(
+        &self,
+        name: &VolumeName,
+        dataset_id: DatasetId,
+        local: PathBuf,
+    ) -> Result<PathBuf> {
         match &self.inner.settings.mount_mode {
             MountMode::Legacy => Ok(local),
             MountMode::Propagated(dir) => {
@@ -534,7 +616,10 @@ impl FlockerDriver {
             let acquired = self
                 .lease_for_mount(name, candidate, node, deadline, carried.is_some())
                 .await?;
-            let config = match timeout_at(deadline, self.configuration(name)).await {
+            // Only an answer sent after the lease was granted can show a Remove that came before it.
+            let leased_at = Instant::now();
+            let verified = self.configuration(name, Freshness::StartedAfter(leased_at));
+            let config = match timeout_at(deadline, verified).await {
                 Ok(Ok(config)) => config,
                 failed => {
                     if carried.is_none() {
@@ -816,7 +901,7 @@ impl FlockerDriver {
         let mut last = None;
         let mut gave_back = false;
         for _ in 0..CREATE_ATTEMPTS {
-            let config = self.configuration(name).await?;
+            let config = self.fresh_configuration(name).await?;
             let Some(dataset) = pick(&config.datasets, name.as_str(), me) else {
                 return Ok(());
             };
@@ -865,6 +950,7 @@ impl FlockerDriver {
                 .await
             {
                 Ok(_) | Err(flocker::Error::NotFound { .. }) => {
+                    self.inner.config_reads.forget();
                     info!(volume = %name, dataset = %dataset_id, "deleted dataset");
                     let _ = self
                         .inner
@@ -905,8 +991,21 @@ impl FlockerDriver {
         let new = new_dataset(name, node, &request);
         let mut last = None;
         for _ in 0..CREATE_ATTEMPTS {
-            // Docker, Swarm and restarts resend Create: an existing live dataset is success.
-            let config = self.configuration(name).await?;
+            // Docker, Swarm and restarts resend Create: an existing live dataset is success, also
+            // in an answer a moment old. A name not found is looked for again in a fresh answer,
+            // whose tag makes the create conditional.
+            let asked = Instant::now();
+            let (recent, sent) = self
+                .configuration_sent(name, Freshness::Within(self.inner.settings.report_age))
+                .await?;
+            if pick(&recent.datasets, name.as_str(), Some(node)).is_some() {
+                return Ok(());
+            }
+            let config = if sent >= asked {
+                recent
+            } else {
+                self.fresh_configuration(name).await?
+            };
             if pick(&config.datasets, name.as_str(), Some(node)).is_some() {
                 return Ok(());
             }
@@ -917,6 +1016,7 @@ impl FlockerDriver {
                 .await
             {
                 Ok(created) => {
+                    self.inner.config_reads.forget();
                     info!(volume = %name, dataset = %created.dataset_id, size = %request.size, profile = ?request.profile, "created dataset");
                     let _ = self
                         .inner
@@ -1033,7 +1133,10 @@ impl VolumeDriver for FlockerDriver {
     }
 
     async fn list(&self) -> Result<Vec<VolumeInfo>> {
-        match self.configuration(&"*").await {
+        match self
+            .configuration(&"*", Freshness::Within(self.inner.settings.report_age))
+            .await
+        {
             Ok(config) => Ok(by_name(&config.datasets, self.current_node())
                 .into_iter()
                 .map(|(name, dataset)| self.info(dataset, name))

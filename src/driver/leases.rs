@@ -24,11 +24,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::locks::VolumeLocks;
+use super::reads::{Coalesced, Freshness};
 use super::select::in_use_elsewhere;
 use super::store::Store;
 use super::{Error, Result, VolumeName};
 use crate::backoff::Backoff;
-use crate::flocker::{self, Acquired, DatasetId, NodeId};
+use crate::flocker::{self, Acquired, DatasetId, Lease, NodeId};
 
 /// First and longest wait between two attempts of a failed release.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -56,6 +57,8 @@ pub struct Leases {
     generations: AtomicU64,
     /// Dataset → until when an unanswered lease request for it may still be carried out.
     doubt: Mutex<HashMap<DatasetId, Instant>>,
+    /// Lease reads shared by concurrent releases.
+    lease_reads: Coalesced<Vec<Lease>>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -76,6 +79,7 @@ impl Leases {
             retries: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
             doubt: Mutex::new(HashMap::new()),
+            lease_reads: Coalesced::default(),
             tasks,
             stop,
         })
@@ -167,11 +171,16 @@ impl Leases {
         }
     }
 
-    /// Who holds the lease on `dataset`, if anyone.
+    /// Who holds the lease on `dataset` now: from a read sent after this call began (shared with
+    /// concurrent callers, so many releases at once cost one read).
     pub async fn holder(&self, dataset: DatasetId) -> flocker::Result<Option<NodeId>> {
-        let leases = self.client.leases().await?;
+        let client = &self.client;
+        let leases = self
+            .lease_reads
+            .get(Freshness::StartedAfter(Instant::now()), || client.leases())
+            .await?;
         Ok(leases
-            .into_iter()
+            .iter()
             .find(|l| l.dataset_id == dataset)
             .map(|l| l.node_uuid))
     }

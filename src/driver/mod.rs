@@ -7,13 +7,15 @@
 //! Files, one rule each: `flocker_driver` (the calls), `leases` (take, release only if ours, retry),
 //! `store` (records and the state file, one writer), `recovery` (start-up: adopt, never destroy),
 //! `source` (which agent path may be bound: SPEC §9.3), `select` (which dataset a name means, what
-//! Get shows), `locks` (one lock per volume), `watcher` (the shared state poll), `options` (`-o`).
+//! Get shows), `locks` (one lock per volume), `reads` (shared configuration and lease reads), `watcher` (the shared
+//! state poll), `options` (`-o`).
 
 mod error;
 mod flocker_driver;
 mod leases;
 mod locks;
 mod options;
+mod reads;
 mod recovery;
 mod select;
 mod source;
@@ -26,7 +28,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 pub use error::Error;
-pub use flocker_driver::{DriverSettings, FlockerDriver, RESTART_GRACE};
+pub use flocker_driver::{DriverSettings, FlockerDriver, REPORT_AGE, RESTART_GRACE};
 pub use options::CreateOptions;
 pub use source::{local_path, Refusal};
 pub use store::{Loaded, MountRecord, PendingMount, Records, SaveError, StateFile};

@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use std::path::PathBuf;
 
 /// A failed control-service call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Client credentials could not be loaded.
     #[error("cannot load {what} from {path}: {reason}; check CERTS_DIR (it needs cluster.crt, plugin.crt and plugin.key)")]

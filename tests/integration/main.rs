@@ -27,6 +27,9 @@ mod driver;
 // Issue 6 regressions: sequences that used to lose a write or hand out the wrong data (SPEC §9).
 mod safety;
 
+// Control-service requests per Docker operation (SPEC §10): counts, not times.
+mod budgets;
+
 // The fault matrix: every fault injected mid-call, SPEC §9 invariants checked after (RELIABILITY.md).
 mod faults;
 

@@ -100,9 +100,17 @@ async fn recovery_never_frees_a_lease_another_node_took_meanwhile() {
     a.docker.create("contested", json!({})).await.unwrap();
     a.docker.mount("contested", "c").await.unwrap();
     let id = dataset_id(&cluster.emulator, "contested");
+    // The last Unmount cannot release (500), and A stops before its retry: A restarts with a
+    // leftover lease that no mount needs.
+    cluster
+        .emulator
+        .fail_next("DELETE", &format!("/v1/configuration/leases/{id}"), 500);
+    a.docker.unmount("contested", "c").await.unwrap();
     a.stop().await;
-    // A's container stopped while A was down: the bind goes (as when the engine stops the plugin).
-    flocker_docker_plugin::mount::unmount_all(&cluster.nodes[0].propagated.join(&id)).unwrap();
+    assert_eq!(
+        lease_holder(&cluster, &id),
+        Some(cluster.nodes[0].uuid.to_string())
+    );
 
     // A restarts; its snapshot shows its own lease, but the state read it waits for is slow.
     cluster
@@ -396,7 +404,9 @@ async fn get_answers_from_memory_when_a_proxy_refuses() {
         return;
     }
     let cluster = Cluster::start(1, LAG).await;
-    let plugin = cluster.plugin(0).await;
+    let mut settings = cluster.settings(0);
+    settings.report_age = Duration::ZERO; // Every Get asks, so every injected failure is met.
+    let plugin = cluster.plugin_with(0, settings).await;
     plugin.docker.create("known", json!({})).await.unwrap();
     plugin.docker.get("known").await.unwrap();
     for status in [401, 403, 404, 502] {

@@ -137,6 +137,7 @@ impl Cluster {
             state_file: StateFile::in_dir(&node.state_dir),
             // Short, so tests see the end of it; the daemon waits 2 minutes.
             restart_grace: Duration::from_millis(500),
+            report_age: flocker_docker_plugin::driver::REPORT_AGE,
         }
     }
 
