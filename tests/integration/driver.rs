@@ -826,3 +826,71 @@ async fn abandoned_mount_is_undone() {
     b.stop().await;
     cluster.stop().await;
 }
+
+// Issue 9: volumes the original Python plugin made (metadata `name`, `maximum_size` only when a size was
+// given, an optional profile, 75 GiB by default, never leased) are found, listed, mounted and removed.
+#[tokio::test]
+async fn volumes_made_by_the_original_plugin_work_as_ours() {
+    if !require_root("volumes_made_by_the_original_plugin_work_as_ours") {
+        return;
+    }
+    use flocker_docker_plugin::flocker::{NewDataset, NodeId};
+    use std::collections::BTreeMap;
+    let cluster = Cluster::start(1, LAG).await;
+    let node = NodeId(cluster.nodes[0].uuid);
+    let client = cluster.client();
+    let shapes = [
+        ("old-default", vec![], 80_530_636_800u64),
+        (
+            "old-sized",
+            vec![("maximum_size", "10737418240")],
+            10_737_418_240,
+        ),
+        (
+            "old-gold",
+            vec![("clusterhq:flocker:profile", "gold")],
+            80_530_636_800,
+        ),
+    ];
+    for (name, extra, size) in &shapes {
+        let mut metadata = BTreeMap::from([("name".to_string(), name.to_string())]);
+        for (k, v) in extra {
+            metadata.insert(k.to_string(), v.to_string());
+        }
+        client
+            .create_dataset(
+                &NewDataset {
+                    primary: node,
+                    metadata,
+                    maximum_size: *size,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let plugin = cluster.plugin(0).await;
+    let listed: Vec<String> = plugin
+        .docker
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v["Name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["old-default", "old-gold", "old-sized"]);
+    let gold = plugin.docker.get("old-gold").await.unwrap();
+    assert_eq!(gold["Status"]["profile"], json!("gold"));
+    assert_eq!(gold["Status"]["size"], json!("75GiB"));
+    // Create with the same name (Docker and Swarm resend it) adopts the existing dataset.
+    plugin.docker.create("old-sized", json!({})).await.unwrap();
+    assert_eq!(live_datasets(&cluster.emulator, "old-sized").len(), 1);
+    let path = plugin.docker.mount("old-sized", "c").await.unwrap();
+    std::fs::write(path.join("f"), "kept").unwrap();
+    plugin.docker.unmount("old-sized", "c").await.unwrap();
+    assert!(cluster.emulator.leases().is_empty());
+    plugin.docker.remove("old-default").await.unwrap();
+    assert!(live_datasets(&cluster.emulator, "old-default").is_empty());
+    plugin.stop().await;
+    cluster.stop().await;
+}
