@@ -66,6 +66,18 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The setting to change, when one is to blame.
+    pub fn setting(&self) -> Option<&'static str> {
+        match self {
+            Error::Invalid { key, .. } => Some(key),
+            Error::NoControlUrl { .. } => Some("CONTROL_URL"),
+            Error::MissingConfigFile(_) => Some("CONFIG_FILE"),
+            Error::Load(_) => None,
+        }
+    }
+}
+
 /// Settings as read, before validation. Field names are the lower-case environment names.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -570,5 +582,18 @@ mod manifest_tests {
         for name in expected {
             assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
         }
+    }
+
+    /// `docker plugin inspect` shows the description: it names the version the binary reports.
+    #[test]
+    fn the_manifest_description_carries_the_crate_version() {
+        let manifest: serde_json::Value =
+            serde_json::from_str(include_str!("../config.json")).unwrap();
+        let description = manifest["description"].as_str().unwrap();
+        assert!(
+            description.contains(env!("CARGO_PKG_VERSION")),
+            "config.json description {description:?} lacks version {}",
+            env!("CARGO_PKG_VERSION")
+        );
     }
 }

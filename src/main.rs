@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flocker_docker_plugin::config::{Config, LogFormat};
 use flocker_docker_plugin::driver::{
-    DriverSettings, FlockerDriver, StateFile, REPORT_AGE, RESTART_GRACE,
+    DriverSettings, FlockerDriver, Misconfigured, StateFile, REPORT_AGE, RESTART_GRACE,
 };
 use flocker_docker_plugin::{dead_node, doctor, flocker, identity, protocol, server};
 use tokio_util::sync::CancellationToken;
@@ -61,14 +61,7 @@ fn main() -> ExitCode {
     // `docker plugin set flocker args=` (back from `args=doctor`) passes one empty argument
     // (reference/docker-plugin.md §2.1, moby v2/plugin.go:201): that means "serve", not a usage error.
     let cli = Cli::parse_from(std::env::args_os().filter(|arg| !arg.is_empty()));
-    let config = match Config::load() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("flocker-docker-plugin: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(&config);
+    let command = cli.command.unwrap_or(Command::Serve);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,7 +72,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("flocker-docker-plugin: {e}");
+            if let Command::Serve = command {
+                // Served, not just printed: dockerd's log is not where users look.
+                let reason = fix_line(&e.to_string(), e.setting());
+                return runtime.block_on(serve_refusal(reason));
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let result = match command {
         Command::Serve => {
             let served = runtime.block_on(serve(config));
             // Blocking-pool work still running (a hung mount syscall) must not hold the exit.
@@ -132,8 +138,62 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// The explanation every call answers when the settings are unusable: what is wrong and the
+/// commands that fix it in a managed plugin.
+fn fix_line(problem: &str, setting: Option<&str>) -> String {
+    let set = match setting {
+        Some(key) => format!("docker plugin set flocker {key}=…"),
+        None => "docker plugin set flocker SETTING=…".to_string(),
+    };
+    format!(
+        "{problem}. Fix: `docker plugin disable flocker && {set} && docker plugin enable flocker` \
+         (use the name the plugin was installed under)"
+    )
+}
+
+/// Serves `reason` as the answer to every volume call until stopped: on `SOCKET` if it is usable,
+/// else on the default socket.
+async fn serve_refusal(reason: String) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    tracing::error!(%reason, "settings unusable; every volume call will answer this until fixed");
+    let socket = std::env::var_os("SOCKET")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| std::path::PathBuf::from("/run/docker/plugins/flocker.sock"));
+    let listener = match server::bind(&socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "flocker-docker-plugin: cannot listen on {}: {e}",
+                socket.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let app = protocol::router(Arc::new(Misconfigured::new(reason)));
+    match server::serve(listener, socket, app, server::stop_signal()).await {
+        Ok(()) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("flocker-docker-plugin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let client = flocker::Client::new(&config.control_url, &config.certs_dir)?;
+    let client = match flocker::Client::new(&config.control_url, &config.certs_dir) {
+        Ok(client) => client,
+        Err(e) => {
+            // Missing or unreadable certificates: served like a bad setting.
+            let reason = fix_line(&e.to_string(), Some("certs.source"));
+            eprintln!("flocker-docker-plugin: {e}");
+            serve_refusal(reason).await;
+            anyhow::bail!("{e}");
+        }
+    };
     // Listen before any network call: the engine probes the socket within seconds of start.
     let listener = server::bind(&config.socket)
         .with_context(|| format!("cannot listen on SOCKET={}", config.socket.display()))?;

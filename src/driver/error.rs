@@ -137,6 +137,14 @@ pub enum Error {
         /// This node.
         node: crate::flocker::NodeId,
     },
+    /// The plugin cannot work with its settings; every call says why until they are fixed.
+    #[error("volume {name}: the flocker plugin cannot work: {reason}")]
+    Misconfigured {
+        /// The volume.
+        name: String,
+        /// The setting at fault and how to fix it.
+        reason: String,
+    },
     /// The plugin is shutting down.
     #[error("volume {name}: the plugin is stopping; retry once it is back")]
     Stopping {

@@ -14,6 +14,7 @@ mod error;
 mod flocker_driver;
 mod leases;
 mod locks;
+mod misconfigured;
 mod options;
 mod reads;
 mod recovery;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 
 pub use error::Error;
 pub use flocker_driver::{DriverSettings, FlockerDriver, REPORT_AGE, RESTART_GRACE};
+pub use misconfigured::Misconfigured;
 pub use options::CreateOptions;
 pub use source::{local_path, Refusal};
 pub use store::{Loaded, MountRecord, PendingMount, Records, SaveError, StateFile};

@@ -83,28 +83,70 @@ async fn socket_opens_before_the_control_service_answers_and_sigterm_stops_it() 
     assert!(!socket.exists(), "socket file removed");
 }
 
-#[test]
-fn missing_certificates_stop_the_daemon_with_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
-        .env_clear()
-        .env("CONTROL_URL", "https://127.0.0.1:1")
-        .env("CERTS_DIR", dir.path().join("nowhere"))
-        .env("SOCKET", dir.path().join("flocker.sock"))
-        .env("CONFIG_FILE", "")
-        .output()
+// Issue 9: a bad setting shows up where the user looks. A daemon that exits only makes `docker plugin
+// enable` time out with "no such file or directory"; this one serves the reason, with the fix, to
+// every volume call, and still prints it on stderr (dockerd's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_answered_to_every_call_with_the_fix() {
+    for (setting, value, expected) in [
+        ("CONTROL_URL", "ftp://control:4523", "CONTROL_URL"),
+        ("CERTS_DIR", "/nowhere/at/all", "cluster.crt"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("flocker.sock");
+        crate::util::make_certs(&dir.path().join("certs"));
+        let mut daemon = Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
+            .env_clear()
+            .env("CONTROL_URL", "https://127.0.0.1:1")
+            .env("CERTS_DIR", dir.path().join("certs"))
+            .env(setting, value)
+            .env("SOCKET", &socket)
+            .env("STATE_DIR", dir.path().join("state"))
+            .env("PROPAGATED_MOUNT", "")
+            .env("CONFIG_FILE", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_socket(&socket);
+        let docker = DockerClient::new(&socket);
+        let err = docker.create("v", json!({})).await.unwrap_err();
+        assert!(
+            err.contains(expected) && err.contains("docker plugin set flocker"),
+            "{setting}: {err}"
+        );
+        let err = docker.mount("v", "c").await.unwrap_err();
+        assert!(err.contains(expected), "{err}");
+        let (_, caps) = docker.raw("POST", "/VolumeDriver.Capabilities", "{}").await;
+        assert_eq!(caps, json!({ "Capabilities": { "Scope": "global" } }));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.contains("cluster.crt") && last.contains("CERTS_DIR"),
-        "{stderr}"
-    );
-    assert!(
-        !dir.path().join("flocker.sock").exists(),
-        "no socket for a daemon that cannot work"
-    );
+        let output = tokio::task::block_in_place(|| daemon.wait_with_output_ref());
+        let stderr = String::from_utf8_lossy(&output);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!socket.exists(), "socket removed at exit");
+        daemon.kill().ok();
+    }
+}
+
+/// Waits for the child to exit and returns its stderr.
+trait WaitWithStderr {
+    fn wait_with_output_ref(&mut self) -> Vec<u8>;
+}
+
+impl WaitWithStderr for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut stderr = Vec::new();
+        if let Some(mut pipe) = self.stderr.take() {
+            let _ = pipe.read_to_end(&mut stderr);
+        }
+        let _ = self.wait();
+        stderr
+    }
 }
 
 // Issue 6: every background task is stopped on SIGTERM; a Mount still waiting gives up and undoes what
