@@ -249,58 +249,64 @@ fn start_probe(
     mountpoint: String,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<Sample>> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let engine = Engine::new(&socket);
-            let mut samples = Vec::new();
-            for call in [Call::Capabilities, Call::Path].into_iter().cycle() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+    let thread = std::thread::Builder::new().name("probe".into());
+    thread
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let engine = Engine::new(&socket);
+                let mut samples = Vec::new();
+                for call in [Call::Capabilities, Call::Path].into_iter().cycle() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    let answer = if call == Call::Path {
+                        engine.call("Path", json!({ "Name": path_volume })).await
+                    } else {
+                        engine.call("Capabilities", json!({})).await
+                    };
+                    let latency = sent.elapsed();
+                    let answer = answer.unwrap_or_else(|e| panic!("probe {call:?} failed: {e}"));
+                    if call == Call::Path {
+                        assert_eq!(answer["Mountpoint"], mountpoint.as_str());
+                    } else {
+                        assert_eq!(answer["Capabilities"]["Scope"], "global", "{answer}");
+                    }
+                    samples.push(Sample {
+                        sent,
+                        call,
+                        latency,
+                    });
+                    tokio::time::sleep(PROBE_GAP).await;
                 }
-                let sent = Instant::now();
-                let answer = if call == Call::Path {
-                    engine.call("Path", json!({ "Name": path_volume })).await
-                } else {
-                    engine.call("Capabilities", json!({})).await
-                };
-                let latency = sent.elapsed();
-                let answer = answer.unwrap_or_else(|e| panic!("probe {call:?} failed: {e}"));
-                if call == Call::Path {
-                    assert_eq!(answer["Mountpoint"], mountpoint.as_str());
-                } else {
-                    assert_eq!(answer["Capabilities"]["Scope"], "global", "{answer}");
-                }
-                samples.push(Sample {
-                    sent,
-                    call,
-                    latency,
-                });
-                tokio::time::sleep(PROBE_GAP).await;
-            }
-            samples
+                samples
+            })
         })
-    })
+        .unwrap()
 }
 
 /// A plain thread, outside every runtime, sleeping 1 ms at a time and recording how late it wakes.
 fn start_control(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
-    std::thread::spawn(move || {
-        let mut samples = Vec::new();
-        while !stop.load(Ordering::SeqCst) {
-            let sent = Instant::now();
-            std::thread::sleep(Duration::from_millis(1));
-            samples.push(Sample {
-                sent,
-                call: Call::Wakeup,
-                latency: sent.elapsed().saturating_sub(Duration::from_millis(1)),
-            });
-        }
-        samples
-    })
+    let thread = std::thread::Builder::new().name("control".into());
+    thread
+        .spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                samples.push(Sample {
+                    sent,
+                    call: Call::Wakeup,
+                    latency: sent.elapsed().saturating_sub(Duration::from_millis(1)),
+                });
+            }
+            samples
+        })
+        .unwrap()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -364,6 +370,7 @@ fn main() {
 
     // The control service and its agent: another process on the same host in production.
     let emulator_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("emulator")
         .enable_all()
         .build()
         .unwrap();
@@ -396,7 +403,12 @@ fn main() {
     if let Some(n) = max_blocking_threads() {
         plugin_builder.max_blocking_threads(n);
     }
-    let plugin_rt = plugin_builder.enable_all().build().unwrap();
+    // Named, so a scheduler trace (`perf sched`) tells its threads (workers and blocking pool) apart.
+    let plugin_rt = plugin_builder
+        .thread_name("plugin")
+        .enable_all()
+        .build()
+        .unwrap();
     let socket = a_dir.join("flocker.sock");
     let (stop_serving, stopped) = oneshot::channel::<()>();
     let (a, served) = plugin_rt.block_on(async {
@@ -413,6 +425,7 @@ fn main() {
     // The engine: Mounts and Unmounts for node A, and node B's plugin creating the 50 volumes there.
     let engine_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("engine")
         .enable_all()
         .build()
         .unwrap();
@@ -646,15 +659,31 @@ fn report(
         })
         .collect();
     slowest.sort_by_key(|(s, _)| std::cmp::Reverse(s.latency));
-    let _ = writeln!(out, "\nSlowest probes (phase, ms into its window):");
+    let _ = writeln!(
+        out,
+        "\nSlowest probes (phase, ms into its window; the control thread's worst wake-up delay while \
+         the probe was out, overlapping sleeps included):"
+    );
     for (sample, window) in slowest.iter().take(5) {
         let label = PHASES.iter().find(|(p, _)| *p == window.phase).unwrap().1;
+        let answered = sample.sent + sample.latency;
+        let stalled = samples
+            .iter()
+            .filter(|w| w.call == Call::Wakeup)
+            // A 1 ms sleep that started before the answer and ended (late) after the probe was sent.
+            .filter(|w| {
+                w.sent < answered && w.sent + w.latency + Duration::from_millis(1) > sample.sent
+            })
+            .map(|w| w.latency)
+            .max()
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "- {:?} {}: {label}, {:.0} ms in",
+            "- {:?} {}: {label}, {:.0} ms in; wake-up delay {}",
             sample.call,
             ms(sample.latency),
-            (sample.sent - window.start).as_secs_f64() * 1e3
+            (sample.sent - window.start).as_secs_f64() * 1e3,
+            ms(stalled)
         );
     }
     (out, missed)
