@@ -547,6 +547,9 @@ fn main() {
     engine_rt.block_on(b.shutdown(Duration::from_secs(5)));
     emulator_rt.block_on(emulator.shutdown()).unwrap();
 
+    // `exit` below skips destructors: remove the files now.
+    drop(dir);
+
     let loads = (load_before, load());
     let (report, missed) = report(&samples, &windows, &settle_times, loads);
     print!("{report}");
