@@ -45,9 +45,9 @@ test:
 e2e: plugin
 	cargo test --test e2e
 
-## bench: mount-wait benchmark report (move detection, poll rate, requests per call); needs root
+## bench: benchmark reports (mount wait and requests per call; socket responsiveness under load); needs root
 bench:
-	$(ISOLATE) cargo bench --bench mount_wait
+	$(ISOLATE) cargo bench --bench mount_wait --bench responsiveness
 
 ## lint: formatting and clippy, warnings are errors
 lint:

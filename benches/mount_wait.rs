@@ -101,7 +101,8 @@ async fn main() {
             })
             .collect(),
         convergence: Convergence::Manual,
-        share_mount_roots: false,
+        // As on a host where the agent's root propagates: the driver verifies it (SPEC §9.3).
+        share_mount_roots: true,
     })
     .unwrap();
     let client = flocker::Client::new(&emulator.url().parse().unwrap(), &certs_dir).unwrap();
