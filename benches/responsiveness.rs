@@ -212,6 +212,8 @@ fn settings(dir: &Path, root: &Path) -> DriverSettings {
         // Far longer than a round: no Mount may give up while it is held waiting.
         mount_timeout: Duration::from_secs(120),
         state_file: StateFile::in_dir(&dir.join("state")),
+        restart_grace: flocker_docker_plugin::driver::RESTART_GRACE,
+        report_age: flocker_docker_plugin::driver::REPORT_AGE,
     }
 }
 

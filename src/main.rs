@@ -63,6 +63,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(std::env::args_os().filter(|arg| !arg.is_empty()));
     let command = cli.command.unwrap_or(Command::Serve);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Mount syscalls, mount-table reads and fsyncs run on the blocking pool; 50 Mounts finishing
+        // at once on tokio's default of 512 threads wake 50 threads on a 2-core host and starve the
+        // socket's workers (docs/benchmarks.md: capping the pool halved the tail latency).
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {
