@@ -165,7 +165,13 @@ impl Batch {
 
     /// Waits for every answer; panics on any failure; returns when the last one came.
     fn finish(self, engine_rt: &Runtime) -> Instant {
-        let results = engine_rt.block_on(futures::future::join_all(self.tasks));
+        let results = engine_rt.block_on(async {
+            let mut results = Vec::with_capacity(self.tasks.len());
+            for task in self.tasks {
+                results.push(task.await);
+            }
+            results
+        });
         let mut last = None;
         for result in results {
             let (outcome, answered) = result.expect("engine task");

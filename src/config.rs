@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -319,15 +319,15 @@ fn parse_control_url(key: &'static str, text: &str) -> Result<reqwest::Url, Erro
     Ok(url)
 }
 
-#[derive(Deserialize)]
-struct AgentYml {
-    #[serde(rename = "control-service")]
-    control_service: AgentControlService,
-}
-
-#[derive(Deserialize)]
-struct AgentControlService {
-    hostname: String,
+/// `control-service.hostname` from the agent's YAML configuration.
+fn agent_yml_hostname(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot be read ({e})"))?;
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(&text).map_err(|e| format!("is not YAML ({e})"))?;
+    docs.first()
+        .and_then(|doc| doc["control-service"]["hostname"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| "has no control-service.hostname".to_string())
 }
 
 /// The original plugin's source of the control service address (flocker-upstream.md §4.1).
@@ -338,14 +338,11 @@ fn control_url_from_agent_yml(path: &Path) -> Result<reqwest::Url, Error> {
             problem: "does not exist".into(),
         });
     }
-    let agent: AgentYml =
-        Figment::from(Yaml::file(path))
-            .extract()
-            .map_err(|e| Error::NoControlUrl {
-                path: path.into(),
-                problem: format!("has no control-service.hostname ({e})"),
-            })?;
-    let host = agent.control_service.hostname.trim().to_string();
+    let hostname = agent_yml_hostname(path).map_err(|problem| Error::NoControlUrl {
+        path: path.into(),
+        problem,
+    })?;
+    let host = hostname.trim().to_string();
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {

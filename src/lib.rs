@@ -16,16 +16,19 @@
 //! - [`doctor`]: the `doctor` subcommand: checks certificates, control service, node identity and
 //!   mount propagation, one line each, with the fix.
 //! - [`certs`]: generates a Flocker cluster's certificates (CA, control service, users, nodes).
-//! - [`emulator`]: a local Flocker control service (REST API v1 over mutual TLS) with an agent
+//! - [`emulator`] (feature `emulator`, on by default; the plugin's release build leaves it and
+//!   [`certs`] out): a local Flocker control service (REST API v1 over mutual TLS) with an agent
 //!   that converges datasets into real bind mounts; used by the tests and the quickstart.
 
 pub mod backoff;
 pub mod blocking;
+#[cfg(feature = "emulator")]
 pub mod certs;
 pub mod config;
 pub mod dead_node;
 pub mod doctor;
 pub mod driver;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod flocker;
 pub mod identity;

@@ -170,7 +170,7 @@ async fn read_to_end(request: Request, next: Next) -> Response {
     let body = match failure {
         None => Body::from(kept),
         // A body that broke off stays broken, so the protocol refuses it rather than act on a part.
-        Some(e) => Body::new(StreamBody::new(futures::stream::iter([
+        Some(e) => Body::new(StreamBody::new(futures_util::stream::iter([
             Ok(Frame::data(kept)),
             Err(e),
         ]))),

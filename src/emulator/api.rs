@@ -115,7 +115,7 @@ fn broken(response: Response) -> Response {
     let (mut parts, _) = response.into_parts();
     // Without a length hyper streams the body, and the stream's error ends the connection.
     parts.headers.remove(header::CONTENT_LENGTH);
-    let failing = futures::stream::once(async {
+    let failing = futures_util::stream::once(async {
         Err::<Bytes, _>(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "injected fault: answer dropped",

@@ -88,14 +88,16 @@ async fn socket_opens_before_the_control_service_answers_and_sigterm_stops_it() 
 // every volume call, and still prints it on stderr (dockerd's log).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_are_answered_to_every_call_with_the_fix() {
-    for (setting, value, expected) in [
-        ("CONTROL_URL", "ftp://control:4523", "CONTROL_URL"),
-        ("CERTS_DIR", "/nowhere/at/all", "cluster.crt"),
+    // The empty argument is what `docker plugin set flocker args=` passes: it means serve.
+    for (setting, value, expected, args) in [
+        ("CONTROL_URL", "ftp://control:4523", "CONTROL_URL", vec![]),
+        ("CERTS_DIR", "/nowhere/at/all", "cluster.crt", vec![""]),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("flocker.sock");
         crate::util::make_certs(&dir.path().join("certs"));
         let mut daemon = Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
+            .args(&args)
             .env_clear()
             .env("CONTROL_URL", "https://127.0.0.1:1")
             .env("CERTS_DIR", dir.path().join("certs"))
