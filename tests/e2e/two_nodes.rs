@@ -130,9 +130,11 @@ impl Engine {
         all
     }
 
-    /// A `docker` command for this engine, for callers that read its output as it comes.
+    /// A `docker` command for this engine (bounded by `timeout`, like [`docker_at`]), for callers
+    /// that read its output as it comes.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("docker");
+        let mut command = Command::new("timeout");
+        command.args(["180", "docker"]);
         if let Some(host) = self.host {
             command.args(["-H", host]);
         }
