@@ -232,41 +232,105 @@ fn in_use_elsewhere_is_refused_at_once(fx: &TwoNodes) {
     remove_volume(fx, vol);
 }
 
+/// Returns `Err(message)` from the enclosing function unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+/// Retries `check` every 200 ms until it passes or `limit` is up, then panics with its last error.
+///
+/// For another node's view of a change: the plugin may answer Get and List from a control-service
+/// read made shortly before (reads shared between concurrent callers), so it is seen within seconds,
+/// not necessarily at once.
+fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if started.elapsed() >= limit => panic!("{what}, after {limit:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// What `docker volume ls` and `inspect` show of `vol` on `node`.
+fn view(
+    node: &Engine,
+    vol: &str,
+    dataset: &str,
+    holder: &Engine,
+    mounted_here: bool,
+) -> Result<(), String> {
+    let on = node.name;
+    let listed = node.docker(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"])?;
+    ensure!(
+        listed.lines().any(|l| l == format!("flocker:latest {vol}")),
+        "node {on} lists {vol}: {listed}"
+    );
+    let out: serde_json::Value =
+        serde_json::from_str(&node.docker(&["volume", "inspect", vol])?).unwrap();
+    let volume = &out[0];
+    ensure!(volume["Driver"] == "flocker:latest", "node {on}: {volume}");
+    ensure!(volume["Scope"] == "global", "node {on}: {volume}");
+    ensure!(
+        volume["Status"]["dataset_id"] == dataset,
+        "node {on}: {volume}"
+    );
+    ensure!(
+        volume["Status"]["primary"] == holder.uuid.to_string().as_str(),
+        "node {on} names node {} ({}) as the holder: {volume}",
+        holder.name,
+        holder.uuid
+    );
+    ensure!(volume["Status"]["size"] == "1GiB", "node {on}: {volume}");
+    let mountpoint = volume["Mountpoint"].as_str().unwrap_or_default();
+    if mounted_here {
+        ensure!(mountpoint.ends_with(dataset), "node {on}: {volume}");
+    } else {
+        ensure!(mountpoint.is_empty(), "not mounted on node {on}: {volume}");
+    }
+    Ok(())
+}
+
+/// Neither engine lists `vol`, and inspecting it says there is no such volume.
+fn gone_everywhere(fx: &TwoNodes, vol: &str) -> Result<(), String> {
+    for node in [&fx.a, &fx.b] {
+        let listed = node.docker(&["volume", "ls", "-q"])?;
+        ensure!(
+            !listed.lines().any(|l| l == vol),
+            "node {} still lists {vol}: {listed}",
+            node.name
+        );
+        match node.docker(&["volume", "inspect", vol]) {
+            Ok(out) => return Err(format!("node {} inspects {vol}: {out}", node.name)),
+            Err(e) => ensure!(
+                e.to_lowercase().contains("no such volume"),
+                "node {}: {e}",
+                node.name
+            ),
+        }
+    }
+    Ok(())
+}
+
 fn volume_ls_and_inspect_on_both(fx: &TwoNodes) {
     let vol = "e2e-listed";
     fx.a.must(&["volume", "create", "-d", PLUGIN, "-o", "size=1G", vol]);
     let dataset = fx.dataset(vol);
-    let check = |holder: &Engine, mounted_on: Option<&Engine>| {
-        for node in [&fx.a, &fx.b] {
-            let listed = node.must(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]);
-            assert!(
-                listed.lines().any(|l| l == format!("flocker:latest {vol}")),
-                "node {} lists {vol}: {listed}",
-                node.name
-            );
-            let out: serde_json::Value =
-                serde_json::from_str(&node.must(&["volume", "inspect", vol])).unwrap();
-            let volume = &out[0];
-            let on = node.name;
-            assert_eq!(volume["Driver"], "flocker:latest", "node {on}: {volume}");
-            assert_eq!(volume["Scope"], "global", "node {on}: {volume}");
-            assert_eq!(volume["Status"]["dataset_id"], dataset.as_str(), "{volume}");
-            assert_eq!(
-                volume["Status"]["primary"],
-                holder.uuid.to_string().as_str(),
-                "node {on} names node {} as the holder: {volume}",
-                holder.name
-            );
-            assert_eq!(volume["Status"]["size"], "1GiB", "{volume}");
-            let mountpoint = volume["Mountpoint"].as_str().unwrap_or_default();
-            if mounted_on.is_some_and(|m| m.name == node.name) {
-                assert!(mountpoint.ends_with(&dataset), "node {on}: {volume}");
-            } else {
-                assert_eq!(mountpoint, "", "not mounted on node {on}: {volume}");
+    let views = |what: &str, holder: &Engine, mounted_on: Option<&Engine>| {
+        eventually(what, Duration::from_secs(10), || {
+            for node in [&fx.a, &fx.b] {
+                let here = mounted_on.is_some_and(|m| m.name == node.name);
+                view(node, vol, &dataset, holder, here)?;
             }
-        }
+            Ok(())
+        });
     };
-    check(&fx.a, None);
+    views("both nodes show the volume on A", &fx.a, None);
 
     fx.b.must_run(&[
         "-d",
@@ -280,18 +344,13 @@ fn volume_ls_and_inspect_on_both(fx: &TwoNodes) {
         "sleep",
         "600",
     ]);
-    check(&fx.b, Some(&fx.b));
+    views("both nodes show it on B, mounted there", &fx.b, Some(&fx.b));
     fx.b.must(&["rm", "-f", "e2e-lister"]);
-    check(&fx.b, None);
+    views("both nodes show it on B, not mounted", &fx.b, None);
     remove_volume(fx, vol);
-    for node in [&fx.a, &fx.b] {
-        let listed = node.must(&["volume", "ls", "-q"]);
-        assert!(
-            !listed.lines().any(|l| l == vol),
-            "node {}: {listed}",
-            node.name
-        );
-    }
+    eventually("neither node lists it", Duration::from_secs(10), || {
+        gone_everywhere(fx, vol)
+    });
 }
 
 fn remove_from_the_other_node(fx: &TwoNodes) {
@@ -332,22 +391,9 @@ fn remove_from_the_other_node(fx: &TwoNodes) {
         deleted["deleted"], true,
         "the dataset is deleted: {deleted}"
     );
-    for node in [&fx.a, &fx.b] {
-        let listed = node.must(&["volume", "ls", "-q"]);
-        assert!(
-            !listed.lines().any(|l| l == vol),
-            "node {} no longer lists {vol}: {listed}",
-            node.name
-        );
-        let err = node
-            .docker(&["volume", "inspect", vol])
-            .expect_err("inspect of a removed volume");
-        assert!(
-            err.to_lowercase().contains("no such volume"),
-            "node {}: {err}",
-            node.name
-        );
-    }
+    eventually("neither node lists it", Duration::from_secs(10), || {
+        gone_everywhere(fx, vol)
+    });
 }
 
 /// Seconds from starting `docker run` on `node` until the container's first output line.
