@@ -22,12 +22,17 @@ pub const IMAGE: &str = "local/busybox";
 
 /// Runs the docker CLI (bounded by `timeout`); Ok(stdout) or Err(stderr).
 pub fn docker(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("timeout")
-        .arg("180")
-        .arg("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
+    docker_at(None, args)
+}
+
+/// Runs the docker CLI against the engine at `host` (`-H`; the machine's engine when `None`).
+pub fn docker_at(host: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let mut command = Command::new("timeout");
+    command.arg("180").arg("docker");
+    if let Some(host) = host {
+        command.args(["-H", host]);
+    }
+    let output = command.args(args).output().expect("run docker");
     let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if output.status.success() {
@@ -253,15 +258,20 @@ impl Fixture {
 
 /// Removes every container the scenarios made, so one failure does not cascade into the next scenario.
 pub fn remove_test_containers() {
-    if let Ok(ids) = docker(&["ps", "-aq", "--filter", "label=fdp-e2e"]) {
+    remove_test_containers_at(None);
+}
+
+/// Like [`remove_test_containers`], on the engine at `host`.
+pub fn remove_test_containers_at(host: Option<&str>) {
+    if let Ok(ids) = docker_at(host, &["ps", "-aq", "--filter", "label=fdp-e2e"]) {
         for id in ids.lines() {
-            let _ = docker(&["rm", "-f", id]);
+            let _ = docker_at(host, &["rm", "-f", id]);
         }
     }
 }
 
 /// `tar -C dir -c . | docker import - local/busybox` from Debian's busybox-static.
-fn import_image() {
+pub fn import_image() {
     // Imported every run: cheap, and an older image of the same name may lack an applet.
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
@@ -270,7 +280,9 @@ fn import_image() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("bin")).unwrap();
     std::fs::copy(busybox, dir.path().join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "ls", "sleep", "wc", "true"] {
+    for applet in [
+        "sh", "cat", "echo", "ls", "sleep", "wc", "true", "md5sum", "dd", "head", "mv", "tail",
+    ] {
         std::os::unix::fs::symlink("busybox", dir.path().join("bin").join(applet)).unwrap();
     }
     let script = format!(
