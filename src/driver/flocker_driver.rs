@@ -523,18 +523,10 @@ impl FlockerDriver {
     ) -> Result<PathBuf> {
         let node = self.node(name)?;
         let Ok(_guard) = timeout_at(deadline, self.inner.locks.lock(name.as_str())).await else {
-            return Err(Error::Timeout {
-                name: name.to_string(),
-                dataset: self
-                    .inner
-                    .store
-                    .read()
-                    .known
-                    .get(name.as_str())
-                    .map(|k| k.dataset_id),
-                waited: self.inner.settings.mount_timeout,
-                detail: "another Mount of this volume was still in progress; retry".into(),
-            });
+            return Err(self.whole_mount_timed_out(
+                name,
+                "another Mount of this volume was still in progress; retry",
+            ));
         };
         // A pending release of this volume's lease must not free the lease this Mount relies on.
         self.inner.leases.cancel_retry(name.as_str());
@@ -1036,6 +1028,22 @@ impl FlockerDriver {
         Err(Self::control(name)(last.expect("at least one attempt")))
     }
 
+    /// A Mount that used all of `MOUNT_TIMEOUT`, with what it was waiting for.
+    fn whole_mount_timed_out(&self, name: &VolumeName, detail: &str) -> Error {
+        Error::Timeout {
+            name: name.to_string(),
+            dataset: self
+                .inner
+                .store
+                .read()
+                .known
+                .get(name.as_str())
+                .map(|k| k.dataset_id),
+            waited: self.inner.settings.mount_timeout,
+            detail: detail.into(),
+        }
+    }
+
     /// The last known answer for `name`, marked stale with `reason`.
     fn stale_info(&self, name: &VolumeName, reason: &str) -> Option<VolumeInfo> {
         let known = self.inner.store.read().known.get(name.as_str()).cloned()?;
@@ -1089,18 +1097,10 @@ impl VolumeDriver for FlockerDriver {
             Ok(Err(_)) => Err(Error::Internal {
                 what: "the Mount task ended without an answer".into(),
             }),
-            Err(_) => Err(Error::Timeout {
-                name: name.to_string(),
-                dataset: self
-                    .inner
-                    .store
-                    .read()
-                    .known
-                    .get(name.as_str())
-                    .map(|k| k.dataset_id),
-                waited: self.inner.settings.mount_timeout,
-                detail: "the control service is slow to answer; retry".into(),
-            }),
+            Err(_) => {
+                Err(self
+                    .whole_mount_timed_out(name, "the control service is slow to answer; retry"))
+            }
         }
     }
 

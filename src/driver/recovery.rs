@@ -222,25 +222,31 @@ impl FlockerDriver {
                 continue;
             };
             let _guard = self.inner.locks.lock(name).await;
-            if self.inner.store.read().mounts.contains_key(name) {
-                continue; // A Mount since the start recorded it with its ID.
-            }
-            let record = MountRecord {
-                dataset_id: *dataset,
-                mountpoint: bind.clone(),
-                ids: BTreeMap::new(),
-                adopted: true,
-            };
-            let _ = self
-                .inner
-                .store
-                .update(|r| {
-                    r.mounts.insert(name.to_string(), record);
-                    r.leased.insert(*dataset);
-                })
-                .await;
+            self.adopt(name, *dataset, bind.clone()).await;
             warn!(volume = %name, dataset = %dataset, "adopted: kept mounted and leased until the plugin is disabled or the host reboots");
         }
+    }
+
+    /// Records `name` as mounted here with unknown users, and its lease as this plugin's, unless a
+    /// Mount since the start recorded it with its ID. Call it holding the volume's lock.
+    async fn adopt(&self, name: &str, dataset: DatasetId, mountpoint: PathBuf) {
+        if self.inner.store.read().mounts.contains_key(name) {
+            return;
+        }
+        let record = MountRecord {
+            dataset_id: dataset,
+            mountpoint,
+            ids: BTreeMap::new(),
+            adopted: true,
+        };
+        let _ = self
+            .inner
+            .store
+            .update(|r| {
+                r.mounts.insert(name.to_string(), record);
+                r.leased.insert(dataset);
+            })
+            .await;
     }
 
     /// Legacy mode with a lost state file: this node's leases on datasets mounted here may belong to
@@ -270,20 +276,7 @@ impl FlockerDriver {
                 continue;
             };
             let _guard = self.inner.locks.lock(name).await;
-            let record = MountRecord {
-                dataset_id: lease.dataset_id,
-                mountpoint: local,
-                ids: BTreeMap::new(),
-                adopted: true,
-            };
-            let _ = self
-                .inner
-                .store
-                .update(|r| {
-                    r.mounts.entry(name.to_string()).or_insert(record);
-                    r.leased.insert(lease.dataset_id);
-                })
-                .await;
+            self.adopt(name, lease.dataset_id, local).await;
             error!(volume = %name, dataset = %lease.dataset_id, "state file lost: this node holds the lease and the dataset is here, so it is adopted as in use; it stays leased until the host reboots");
         }
     }

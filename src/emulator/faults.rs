@@ -107,6 +107,18 @@ impl Faults {
             .unwrap_or(0)
     }
 
+    /// Every (METHOD, path) that received requests, with its count, sorted.
+    pub fn request_counts(&self) -> Vec<((String, String), usize)> {
+        let mut counts: Vec<_> = self
+            .lock()
+            .counts
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        counts.sort();
+        counts
+    }
+
     /// Forgets all counts.
     pub fn reset_counts(&self) {
         self.lock().counts.clear();

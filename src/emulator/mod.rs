@@ -320,6 +320,19 @@ impl Emulator {
         self.shared.faults.request_count(method, path)
     }
 
+    /// All requests received since the counts were reset: the total and a readable list
+    /// (`2 × GET /v1/configuration/datasets, …`), for request-budget checks.
+    pub fn requests_received(&self) -> (usize, String) {
+        let counts = self.shared.faults.request_counts();
+        let total = counts.iter().map(|(_, n)| n).sum();
+        let detail = counts
+            .iter()
+            .map(|((method, path), n)| format!("{n} × {method} {path}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (total, detail)
+    }
+
     /// Sets all request counts back to zero.
     pub fn reset_counts(&self) {
         self.shared.faults.reset_counts();

@@ -50,6 +50,10 @@ pub const ALL: &[Scenario] = &[
     ),
     ("compose_volume", compose_volume),
     ("swarm_service_volume", swarm_service_volume),
+    (
+        "request_budgets_through_the_engine",
+        request_budgets_through_the_engine,
+    ),
 ];
 
 const LABEL: &str = "--label=fdp-e2e";
@@ -617,4 +621,79 @@ fn swarm_service_volume(fx: &Fixture) {
     );
     assert!(fx.host_binds().is_empty());
     let _ = docker(&["volume", "rm", "e2e-swarm"]);
+}
+
+/// SPEC §10 through the real engine (issue 8): what each Docker command costs the control service,
+/// for a volume whose dataset is already on this node. Counts, not times.
+fn request_budgets_through_the_engine(fx: &Fixture) {
+    must(&["volume", "create", "-d", PLUGIN, "e2e-budget"]);
+    must(&[
+        "run",
+        "--rm",
+        LABEL,
+        "-v",
+        "e2e-budget:/data",
+        IMAGE,
+        "true",
+    ]);
+    let dataset = fx.dataset("e2e-budget");
+    // Older than the plugin's reuse window, so every command starts cold.
+    let cold = || {
+        std::thread::sleep(flocker_docker_plugin::driver::REPORT_AGE + Duration::from_millis(200))
+    };
+
+    cold();
+    fx.emulator.reset_counts();
+    must(&[
+        "run",
+        "--rm",
+        LABEL,
+        "-v",
+        "e2e-budget:/data",
+        IMAGE,
+        "true",
+    ]);
+    let (run, detail) = fx.emulator.requests_received();
+    println!("  docker run --rm -v e2e-budget:/data: {run} requests ({detail})");
+    // 1 configuration read shared by the engine's Gets, the lease, the read after it, and the
+    // release (read the leases, then DELETE): README "Requests" explains why not fewer.
+    assert!(run <= 5, "docker run cost {run} requests: {detail}");
+
+    cold();
+    fx.emulator.reset_counts();
+    must(&["volume", "inspect", "e2e-budget"]);
+    let (inspect, detail) = fx.emulator.requests_received();
+    println!("  docker volume inspect: {inspect} requests ({detail})");
+    assert!(inspect <= 1, "{detail}");
+
+    cold();
+    fx.emulator.reset_counts();
+    must(&["volume", "ls"]);
+    let (ls, detail) = fx.emulator.requests_received();
+    println!("  docker volume ls: {ls} requests ({detail})");
+    assert!(ls <= 1, "{detail}");
+
+    // Idle, with a container using the volume: nothing is polled or renewed.
+    must(&[
+        "run",
+        "-d",
+        LABEL,
+        "--name",
+        "e2e-budget-idle",
+        "-v",
+        "e2e-budget:/data",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    fx.emulator.reset_counts();
+    std::thread::sleep(Duration::from_secs(3));
+    let (idle, detail) = fx.emulator.requests_received();
+    println!("  idle 3 s with the volume in use: {idle} requests ({detail})");
+    assert_eq!(idle, 0, "{detail}");
+    must(&["rm", "-f", "e2e-budget-idle"]);
+    wait_until("the lease is given back", Duration::from_secs(30), || {
+        !fx.leased().contains(&dataset)
+    });
+    must(&["volume", "rm", "e2e-budget"]);
 }

@@ -7,32 +7,7 @@ use std::time::Duration;
 use flocker_docker_plugin::emulator::{Convergence, Emulator};
 use serde_json::json;
 
-use crate::util::{dataset_id, require_root, Cluster};
-
-/// Every request the emulator received, by (method, path), with the total.
-fn requests(emulator: &Emulator, dataset: &str) -> (usize, String) {
-    let paths = [
-        ("GET", "/v1/configuration/datasets".to_string()),
-        ("POST", "/v1/configuration/datasets".to_string()),
-        ("GET", "/v1/state/datasets".to_string()),
-        ("GET", "/v1/configuration/leases".to_string()),
-        ("POST", "/v1/configuration/leases".to_string()),
-        ("POST", format!("/v1/configuration/datasets/{dataset}")),
-        ("DELETE", format!("/v1/configuration/datasets/{dataset}")),
-        ("DELETE", format!("/v1/configuration/leases/{dataset}")),
-        ("GET", "/v1/state/nodes".to_string()),
-    ];
-    let mut total = 0;
-    let mut seen = Vec::new();
-    for (method, path) in &paths {
-        let n = emulator.request_count(method, path);
-        if n > 0 {
-            total += n;
-            seen.push(format!("{n} × {method} {path}"));
-        }
-    }
-    (total, seen.join(", "))
-}
+use crate::util::{require_root, Cluster};
 
 #[tokio::test]
 async fn a_docker_run_on_a_volume_already_here_costs_five_requests() {
@@ -47,7 +22,6 @@ async fn a_docker_run_on_a_volume_already_here_costs_five_requests() {
     docker.mount("here", "warm").await.unwrap();
     docker.unmount("here", "warm").await.unwrap();
     tokio::time::sleep(flocker_docker_plugin::driver::REPORT_AGE).await;
-    let id = dataset_id(&cluster.emulator, "here");
     cluster.emulator.reset_counts();
 
     // `docker run --rm -v here:/data …`: Get (create), Get + Mount (start), Get + Unmount (stop).
@@ -56,7 +30,7 @@ async fn a_docker_run_on_a_volume_already_here_costs_five_requests() {
     docker.mount("here", "c1").await.unwrap();
     docker.get("here").await.unwrap();
     docker.unmount("here", "c1").await.unwrap();
-    let (total, detail) = requests(&cluster.emulator, &id);
+    let (total, detail) = cluster.emulator.requests_received();
     // One configuration read for the Gets, the lease, a configuration read after it (a Remove
     // elsewhere just before must be seen), and the release: a read of the leases (only this node's
     // lease may be deleted, SPEC §9.1) and the DELETE. No state read: the agent's mount is visible.
@@ -142,11 +116,10 @@ async fn an_idle_plugin_makes_no_requests() {
     let plugin = cluster.plugin(0).await;
     plugin.docker.create("busy", json!({})).await.unwrap();
     plugin.docker.mount("busy", "c").await.unwrap();
-    let id = dataset_id(&cluster.emulator, "busy");
     cluster.emulator.reset_counts();
     // A volume in use and nothing asked: nothing is polled, renewed or re-read.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (total, detail) = requests(&cluster.emulator, &id);
+    let (total, detail) = cluster.emulator.requests_received();
     assert_eq!(total, 0, "{detail}");
     plugin.docker.unmount("busy", "c").await.unwrap();
     plugin.stop().await;
