@@ -9,7 +9,31 @@ use serde_json::json;
 
 use crate::util::DockerClient;
 
-fn spawn(dir: &Path, control_url: &str) -> Child {
+/// A daemon process that is killed when the test ends, also when it fails half-way: a daemon left
+/// serving a socket would outlive the test (and a Docker engine could pick it up).
+struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &Path, control_url: &str) -> KillOnDrop {
     crate::util::make_certs(&dir.join("certs"));
     Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
         .env_clear()
@@ -22,6 +46,7 @@ fn spawn(dir: &Path, control_url: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(KillOnDrop)
         .expect("start the daemon")
 }
 
@@ -96,20 +121,22 @@ async fn bad_settings_are_answered_to_every_call_with_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("flocker.sock");
         crate::util::make_certs(&dir.path().join("certs"));
-        let mut daemon = Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
-            .args(&args)
-            .env_clear()
-            .env("CONTROL_URL", "https://127.0.0.1:1")
-            .env("CERTS_DIR", dir.path().join("certs"))
-            .env(setting, value)
-            .env("SOCKET", &socket)
-            .env("STATE_DIR", dir.path().join("state"))
-            .env("PROPAGATED_MOUNT", "")
-            .env("CONFIG_FILE", "")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut daemon = KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_flocker-docker-plugin"))
+                .args(&args)
+                .env_clear()
+                .env("CONTROL_URL", "https://127.0.0.1:1")
+                .env("CERTS_DIR", dir.path().join("certs"))
+                .env(setting, value)
+                .env("SOCKET", &socket)
+                .env("STATE_DIR", dir.path().join("state"))
+                .env("PROPAGATED_MOUNT", "")
+                .env("CONFIG_FILE", "")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         wait_for_socket(&socket);
         let docker = DockerClient::new(&socket);
         let err = docker.create("v", json!({})).await.unwrap_err();
@@ -126,7 +153,7 @@ async fn bad_settings_are_answered_to_every_call_with_the_fix() {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        let output = tokio::task::block_in_place(|| daemon.wait_with_output_ref());
+        let output = tokio::task::block_in_place(|| daemon.0.wait_with_output_ref());
         let stderr = String::from_utf8_lossy(&output);
         assert!(stderr.contains(expected), "{stderr}");
         assert!(!socket.exists(), "socket removed at exit");
