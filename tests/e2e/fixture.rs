@@ -95,6 +95,16 @@ pub struct Fixture {
 impl Fixture {
     /// Starts the emulator, configures and enables the plugin, imports the test image.
     pub fn start() -> Fixture {
+        // A legacy plugin socket named like the managed plugin shadows it in the engine's eyes (and
+        // the engine keeps such a driver until it restarts): every scenario would test the wrong
+        // thing. Say so at once instead.
+        let legacy = Path::new("/run/docker/plugins/flocker.sock");
+        assert!(
+            !legacy.exists(),
+            "{} exists: a legacy `flocker` plugin (make run's socket mode, or a stray daemon) would \
+             answer instead of the managed plugin; stop it, remove the socket and restart dockerd",
+            legacy.display()
+        );
         let dir = std::env::temp_dir().join(format!("fdp-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let certs_dir = dir.join("certs");
