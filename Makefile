@@ -1,12 +1,24 @@
 # Thin targets; the logic lives in Cargo and scripts/. Every target echoes what it runs.
 PLUGIN_NAME ?= flocker
+# The version baked into the binary (--version) and the bundle's config.json description.
+CRATE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+VERSION     ?= $(CRATE_VERSION)
+# Where `make bundle` assembles config.json + rootfs/ (`make plugin` and `make push` use it).
+BUNDLE      ?= plugin
+# `make push`: $(REGISTRY)/clusterhq/flocker:$(TAG) (Docker Hub when REGISTRY is empty).
+REGISTRY    ?=
+TAG         ?= $(VERSION)
+IMAGE       := $(if $(REGISTRY),$(REGISTRY)/)clusterhq/flocker:$(TAG)
+# The end-to-end upgrade scenario's second bundle: this version with the patch level plus one.
+NEXT_VERSION := $(shell echo $(CRATE_VERSION) | awk -F. '{print $$1 "." $$2 "." $$3 + 1}')
+NEXT_BUNDLE  := target/e2e-next
 TARGET      := x86_64-unknown-linux-musl
 BINARY      := target/$(TARGET)/release/flocker-docker-plugin
-ROOTFS      := plugin/rootfs
+ROOTFS      := $(BUNDLE)/rootfs
 # Mounts made by the tests stay in a private mount namespace, never on the host.
 ISOLATE     := $(shell [ "$$(id -u)" = 0 ] && echo unshare --mount --propagation private)
 
-.PHONY: all musl build plugin enable run test e2e lint bench clean
+.PHONY: all musl build bundle plugin push enable run test e2e lint bench clean
 
 all: lint test build
 
@@ -18,19 +30,31 @@ musl:
 build: musl
 	@if cargo tree --target $(TARGET) --no-default-features -i aws-lc-sys >/dev/null 2>&1; then \
 	  echo "aws-lc-sys is in the dependency tree; keep rustls on ring" >&2; exit 1; fi
-	cargo build --release --target $(TARGET) --no-default-features --bin flocker-docker-plugin
+	FLOCKER_PLUGIN_VERSION=$(VERSION) cargo build --release --target $(TARGET) --no-default-features --bin flocker-docker-plugin
 	@ls -l $(BINARY) | awk '{print "binary size:", $$5, "bytes"}'
 
-## plugin: assemble plugin/{config.json,rootfs} and docker plugin create $(PLUGIN_NAME)
-plugin: build
+## bundle: assemble $(BUNDLE)/{config.json,rootfs}, version $(VERSION) in the binary and the description
+bundle: build
 	rm -rf $(ROOTFS)
 	mkdir -p $(ROOTFS)/run/docker/plugins $(ROOTFS)/etc/flocker $(ROOTFS)/flocker \
 	  $(ROOTFS)/mnt/flocker $(ROOTFS)/var/lib/flocker-docker-plugin
 	cp $(BINARY) $(ROOTFS)/flocker-docker-plugin
-	cp config.json plugin/config.json
+	sed 's/for Docker $(CRATE_VERSION):/for Docker $(VERSION):/' config.json > $(BUNDLE)/config.json
+	@grep -q 'for Docker $(VERSION):' $(BUNDLE)/config.json \
+	  || { echo "config.json's description does not name version $(CRATE_VERSION)" >&2; exit 1; }
 	@du -sb $(ROOTFS) | awk '{print "rootfs size:", $$1, "bytes"}'
+
+## plugin: the bundle, then docker plugin create $(PLUGIN_NAME) (disabled; make enable)
+plugin: bundle
 	-docker plugin rm -f $(PLUGIN_NAME) 2>/dev/null
-	docker plugin create $(PLUGIN_NAME) plugin
+	docker plugin create $(PLUGIN_NAME) $(BUNDLE)
+
+## push: the bundle, then docker plugin create + push $(IMAGE) (make push REGISTRY=host:5000 TAG=…)
+push: bundle
+	-docker plugin rm -f $(IMAGE) 2>/dev/null
+	docker plugin create $(IMAGE) $(BUNDLE)
+	docker plugin push $(IMAGE)
+	docker plugin rm $(IMAGE)
 
 ## enable: enable the plugin (set values first: make enable SETTINGS="CONTROL_URL=https://control:4523")
 enable:
@@ -45,8 +69,12 @@ run:
 test:
 	$(ISOLATE) cargo test --lib --bins --test integration
 
-## e2e: the managed plugin with the real Docker engine (host mount namespace, root, dockerd running)
-e2e: plugin
+## e2e: the managed plugin with the real Docker engine (host mount namespace, root, dockerd running);
+## first the bundle of the next version (the upgrade scenario), then this version's plugin, so the
+## binary left in target/ is this version's
+e2e:
+	$(MAKE) --no-print-directory bundle VERSION=$(NEXT_VERSION) BUNDLE=$(NEXT_BUNDLE)
+	$(MAKE) --no-print-directory plugin
 	cargo test --test e2e
 
 ## bench: benchmark reports (mount wait and requests per call; socket responsiveness under load); needs root
@@ -62,4 +90,4 @@ lint:
 
 clean:
 	cargo clean
-	rm -rf $(ROOTFS) plugin/config.json .run
+	rm -rf plugin/rootfs plugin/config.json .run

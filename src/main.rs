@@ -24,9 +24,17 @@ use tracing::info;
 /// server's drain this keeps the whole stop under the 5 s SPEC §3 allows.
 const DRIVER_STOP: std::time::Duration = std::time::Duration::from_millis(800);
 
+/// The version this binary reports (`--version`, the start-up log line): the crate's, unless the
+/// build set `FLOCKER_PLUGIN_VERSION` (`make plugin VERSION=…`, which also writes it into the bundle's
+/// config.json description), so two bundles built from one checkout can be told apart.
+const VERSION: &str = match option_env!("FLOCKER_PLUGIN_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// Flocker volume plugin for Docker. Configure it with environment variables (see README).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -205,8 +213,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         socket = %config.socket.display(),
         control_url = %config.control_url,
         mount_mode = ?config.mount_mode,
-        "flocker-docker-plugin {} listening",
-        env!("CARGO_PKG_VERSION")
+        "flocker-docker-plugin {VERSION} listening"
     );
     let stop = CancellationToken::new();
     let identity = identity::discover(
