@@ -95,6 +95,15 @@ pub struct Fixture {
 impl Fixture {
     /// Starts the emulator, configures and enables the plugin, imports the test image.
     pub fn start() -> Fixture {
+        let mut fixture = Fixture::cluster("fdp-e2e");
+        let root = fixture.root.clone();
+        fixture.enable_seconds = fixture.configure_and_enable(&root);
+        fixture
+    }
+
+    /// Starts the emulator (its files under a temporary directory named after `prefix`) and imports
+    /// the test image; leaves the plugin alone.
+    pub fn cluster(prefix: &str) -> Fixture {
         // A legacy plugin socket named like the managed plugin shadows it in the engine's eyes (and
         // the engine keeps such a driver until it restarts): every scenario would test the wrong
         // thing. Say so at once instead.
@@ -105,7 +114,7 @@ impl Fixture {
              answer instead of the managed plugin; stop it, remove the socket and restart dockerd",
             legacy.display()
         );
-        let dir = std::env::temp_dir().join(format!("fdp-e2e-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let certs_dir = dir.join("certs");
         certs::generate(&certs_dir, &certs::CertOptions::default()).unwrap();
@@ -139,7 +148,7 @@ impl Fixture {
             flocker::Client::new(&emulator.url().parse().unwrap(), &certs_dir).unwrap()
         });
         import_image();
-        let mut fixture = Fixture {
+        Fixture {
             rt,
             client,
             dir,
@@ -148,10 +157,7 @@ impl Fixture {
             node,
             enable_seconds: 0.0,
             emulator,
-        };
-        let root = fixture.root.clone();
-        fixture.enable_seconds = fixture.configure_and_enable(&root);
-        fixture
+        }
     }
 
     /// Disables the plugin (if enabled), points it at this run's emulator and `flocker_source`, enables it.
@@ -245,14 +251,13 @@ impl Fixture {
     pub fn teardown(self) {
         remove_test_containers();
         let _ = docker(&["swarm", "leave", "--force"]);
-        if let Ok(volumes) = docker(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]) {
-            for (driver, name) in volumes.lines().filter_map(|l| l.split_once(' ')) {
-                if driver.starts_with(PLUGIN) {
-                    let _ = docker(&["volume", "rm", "-f", name]);
-                }
-            }
-        }
+        remove_plugin_volumes();
         let _ = docker(&["plugin", "disable", "-f", PLUGIN]);
+        self.stop_emulator();
+    }
+
+    /// Stops the emulator (unmounting its datasets and its shared root) and removes the run's files.
+    pub fn stop_emulator(self) {
         self.rt
             .block_on(async { self.emulator.shutdown().await })
             .expect("emulator shutdown");
@@ -263,6 +268,17 @@ impl Fixture {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the engine's volumes of the plugin (while it still answers, so their datasets go too).
+pub fn remove_plugin_volumes() {
+    if let Ok(volumes) = docker(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]) {
+        for (driver, name) in volumes.lines().filter_map(|l| l.split_once(' ')) {
+            if driver == PLUGIN || driver.starts_with(&format!("{PLUGIN}:")) {
+                let _ = docker(&["volume", "rm", "-f", name]);
+            }
+        }
     }
 }
 

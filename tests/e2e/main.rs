@@ -5,7 +5,10 @@
 //! - one engine (`fixture`, `scenarios`): the emulator on the host + the plugin on this machine's
 //!   engine;
 //! - two engines (`two_nodes`, `multi_node`): a second dockerd in network namespace `nodeb`, the
-//!   plugin on both, one emulator for both nodes, a two-node Swarm.
+//!   plugin on both, one emulator for both nodes, a two-node Swarm;
+//! - installing (`install`): `make run` with the engine, then a local registry with `make push`,
+//!   the README's install line and its upgrade lines. Last, because these replace the plugin
+//!   `flocker` (re-created from `plugin/` at the end); `install_` selects them.
 //!
 //! Without Docker (or, for the second part, without `ip`, `nsenter` or `dockerd`) a part skips with
 //! a notice, except under `CI=true`, where it fails: a skipped end-to-end test is a silent failure.
@@ -13,6 +16,7 @@
 //! part).
 
 mod fixture;
+mod install;
 mod multi_node;
 mod scenarios;
 mod two_nodes;
@@ -22,6 +26,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use fixture::{docker, Fixture, PLUGIN};
+use install::Install;
 use two_nodes::TwoNodes;
 
 /// A named scenario against fixture `F`.
@@ -138,6 +143,46 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+    let quickstart = selected(install::QUICKSTART.0);
+    let registry: Vec<_> = install::ALL.iter().filter(|(n, _)| selected(n)).collect();
+    if quickstart {
+        // Outside every fixture's lifetime: the script makes and removes its own plugin `flocker`.
+        tally.run(&[&install::QUICKSTART], &(), |_| ());
+    }
+    if !registry.is_empty() {
+        match install::missing_prerequisite() {
+            Some(missing) if in_ci => {
+                eprintln!(
+                    "e2e: the registry scenarios need {missing}, and CI=true forbids skipping"
+                );
+                return ExitCode::FAILURE;
+            }
+            Some(missing) => eprintln!("SKIPPED e2e registry scenarios: need {missing}"),
+            None => {
+                let setup = Instant::now();
+                match catch_unwind(Install::start) {
+                    Ok(fixture) => {
+                        println!(
+                            "e2e: registry {} up, {} and {} pushed, in {:.1} s",
+                            fixture.registry_addr,
+                            fixture.current,
+                            fixture.next,
+                            setup.elapsed().as_secs_f64()
+                        );
+                        tally.run(&registry, &fixture, |_| fixture::remove_test_containers());
+                        fixture.teardown();
+                    }
+                    Err(_) => {
+                        println!("registry fixture ... FAILED (see the panic above)");
+                        tally.failed += 1;
+                    }
+                }
+            }
+        }
+    }
+    if quickstart || !registry.is_empty() {
+        install::restore_plugin();
     }
     println!(
         "{} passed, {} failed in {:.1} s",
