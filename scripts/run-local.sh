@@ -56,6 +56,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+if [ -n "$engine" ] && [ "$(docker plugin inspect -f '{{.Enabled}}' "$name" 2>/dev/null)" = true ]; then
+  echo "run-local: the plugin $name is enabled on this engine, and the quickstart would replace it;" \
+    "disable it first (docker plugin disable $name) or use another name (PLUGIN_NAME=…)" >&2
+  exit 1
+fi
+
 cargo build --quiet --bins
 if [ -n "$engine" ]; then
   # Everything make plugin prints goes to stderr, so stdout stays the quickstart's own messages.

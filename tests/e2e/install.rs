@@ -69,10 +69,8 @@ fn versions() -> (String, String) {
 
 /// What the registry scenarios need beyond the one-engine part; `Some(what)` when missing.
 pub fn missing_prerequisite() -> Option<String> {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join("docker-registry").is_file())
-    });
-    (!found).then(|| "docker-registry (Debian package docker-registry; .ci/run installs it)".into())
+    (!crate::two_nodes::on_path("docker-registry"))
+        .then(|| "docker-registry (Debian package docker-registry; .ci/run installs it)".into())
 }
 
 /// A free loopback port (bound and released; good enough for a test run).

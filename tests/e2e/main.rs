@@ -181,8 +181,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    if quickstart || !registry.is_empty() {
-        install::restore_plugin();
+    if (quickstart || !registry.is_empty()) && catch_unwind(install::restore_plugin).is_err() {
+        println!("re-creating the plugin {PLUGIN} ... FAILED (see the panic above)");
+        tally.failed += 1;
     }
     println!(
         "{} passed, {} failed in {:.1} s",

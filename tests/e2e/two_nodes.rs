@@ -66,7 +66,8 @@ pub fn missing_prerequisite() -> Option<String> {
     None
 }
 
-fn on_path(program: &str) -> bool {
+/// Whether `program` is an executable file in a `PATH` directory.
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
