@@ -458,6 +458,9 @@ fn upgrade_as_readme_says(it: &Install, version: &str, containers: &[&str]) -> f
     let mut stop = vec!["stop"];
     stop.extend_from_slice(containers);
     must(&stop);
+    // Why the README's disable has -f: the engine refuses a plain one while volumes exist.
+    let err = docker(&["plugin", "disable", PLUGIN]).unwrap_err();
+    assert!(err.contains("in use"), "plain disable: {err}");
     for line in &lines {
         let args: Vec<String> = line
             .split_whitespace()
