@@ -271,11 +271,19 @@ impl Fixture {
     }
 }
 
+/// Whether a volume's driver (as `docker volume ls` shows it) is this plugin: `flocker` or
+/// `flocker:<tag>`, not another plugin whose name merely starts so (`flocker-bench`).
+pub fn is_plugin_driver(driver: &str) -> bool {
+    driver
+        .strip_prefix(PLUGIN)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+}
+
 /// Removes the engine's volumes of the plugin (while it still answers, so their datasets go too).
 pub fn remove_plugin_volumes() {
     if let Ok(volumes) = docker(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]) {
         for (driver, name) in volumes.lines().filter_map(|l| l.split_once(' ')) {
-            if driver == PLUGIN || driver.starts_with(&format!("{PLUGIN}:")) {
+            if is_plugin_driver(driver) {
                 let _ = docker(&["volume", "rm", "-f", name]);
             }
         }

@@ -22,8 +22,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::fixture::{
-    docker, must, remove_plugin_volumes, remove_test_containers, run, wait_until, Fixture, IMAGE,
-    PLUGIN,
+    docker, is_plugin_driver, must, remove_plugin_volumes, remove_test_containers, run, wait_until,
+    Fixture, IMAGE, PLUGIN,
 };
 
 /// A scenario and its name.
@@ -735,7 +735,7 @@ fn quickstart_make_run(_: &()) {
     assert!(
         !volumes
             .lines()
-            .any(|l| l.starts_with("flocker:") || l.starts_with("flocker ")),
+            .any(|l| l.split(' ').next().is_some_and(is_plugin_driver)),
         "{volumes}"
     );
     assert!(ls < Duration::from_secs(2), "docker volume ls took {ls:?}");

@@ -592,7 +592,7 @@ impl TwoNodes {
             if let Ok(volumes) = node.docker(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"])
             {
                 for (driver, name) in volumes.lines().filter_map(|l| l.split_once(' ')) {
-                    if driver.starts_with(PLUGIN) {
+                    if crate::fixture::is_plugin_driver(driver) {
                         let _ = node.docker(&["volume", "rm", "-f", name]);
                     }
                 }
