@@ -18,7 +18,7 @@ ROOTFS      := $(BUNDLE)/rootfs
 # Mounts made by the tests stay in a private mount namespace, never on the host.
 ISOLATE     := $(shell [ "$$(id -u)" = 0 ] && echo unshare --mount --propagation private)
 
-.PHONY: all musl build bundle plugin push enable run test e2e lint bench clean
+.PHONY: all musl build bundle plugin push enable run test e2e lint bench bench-engine clean
 
 all: lint test build
 
@@ -61,7 +61,7 @@ enable:
 	@[ -z "$(SETTINGS)" ] || docker plugin set $(PLUGIN_NAME) $(SETTINGS)
 	docker plugin enable --timeout 120 $(PLUGIN_NAME)
 
-## run: quickstart: emulator + plugin on /run/docker/plugins/flocker.sock
+## run: quickstart: emulator + the managed plugin `flocker` (legacy socket mode without an engine); Ctrl-C undoes it
 run:
 	scripts/run-local.sh
 
@@ -80,6 +80,11 @@ e2e:
 ## bench: benchmark reports (mount wait and requests per call; socket responsiveness under load); needs root
 bench:
 	$(ISOLATE) cargo bench --bench mount_wait --bench responsiveness
+
+## bench-engine: docker commands with a flocker volume vs the local driver, through the real engine (root, dockerd)
+bench-engine:
+	$(MAKE) --no-print-directory plugin PLUGIN_NAME=flocker-bench
+	cargo bench --bench engine
 
 ## lint: formatting, clippy (warnings are errors; also the plugin-only build), unused dependencies
 lint:

@@ -162,11 +162,16 @@ impl Fixture {
 
     /// Disables the plugin (if enabled), points it at this run's emulator and `flocker_source`, enables it.
     pub fn configure_and_enable(&self, flocker_source: &Path) -> f64 {
-        let _ = docker(&["plugin", "disable", "-f", PLUGIN]);
+        self.configure_and_enable_as(PLUGIN, flocker_source)
+    }
+
+    /// [`Fixture::configure_and_enable`] for the managed plugin named `plugin`.
+    pub fn configure_and_enable_as(&self, plugin: &str, flocker_source: &Path) -> f64 {
+        let _ = docker(&["plugin", "disable", "-f", plugin]);
         must(&[
             "plugin",
             "set",
-            PLUGIN,
+            plugin,
             &format!("CONTROL_URL={}", self.emulator.url()),
             &format!("certs.source={}", self.certs.display()),
             &format!("flocker.source={}", flocker_source.display()),
@@ -176,7 +181,7 @@ impl Fixture {
             "LOG_LEVEL=debug",
         ]);
         let started = Instant::now();
-        must(&["plugin", "enable", "--timeout", "120", PLUGIN]);
+        must(&["plugin", "enable", "--timeout", "120", plugin]);
         started.elapsed().as_secs_f64()
     }
 
