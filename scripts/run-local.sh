@@ -24,31 +24,48 @@ if command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=yes;
 mkdir -p "$run/flocker" "$run/state"
 
 emulator= plugin= created=
+# Names the plugin this quickstart created, until its cleanup is done: a quickstart killed with
+# SIGKILL leaves it (and its emulator, whose PID is in emulator.pid) for the next run to undo.
+marker=$run/created-plugin
+
+# The Docker side of the quickstart: containers using the plugin's volumes, the volumes, the plugin.
+# Only ever for a plugin this quickstart created (checked before it is called).
+undo_docker() {
+  set +e
+  docker volume ls --format '{{.Driver}} {{.Name}}' | awk -v d="$1:latest" '$1 == d {print $2}' |
+    while read -r volume; do
+      users=$(docker ps -aq --filter "volume=$volume")
+      [ -z "$users" ] || echo "+ docker rm -f $users (they use $volume)"
+      [ -z "$users" ] || docker rm -f $users >/dev/null
+      echo "+ docker volume rm $volume"
+      docker volume rm -f "$volume" >/dev/null
+    done
+  echo "+ docker plugin disable -f $1 && docker plugin rm -f $1"
+  docker plugin disable -f "$1" >/dev/null 2>&1
+  docker plugin rm -f "$1" >/dev/null
+  rm -f "$marker"
+  set -e
+}
+
+stop_emulator() {
+  # The emulator unmounts its datasets and its shared mount root when it stops.
+  kill "$1" 2>/dev/null
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+  rm -f "$run/emulator.pid"
+}
+
 cleanup() {
-  trap - EXIT INT TERM
+  trap - EXIT
+  # A second Ctrl-C must not cut the cleanup short (the children inherit the ignore).
+  trap '' INT TERM HUP
   set +e
   echo
-  if [ -n "$created" ]; then
-    # Docker's side first, while the plugin and the control service still answer. Volumes of a
-    # plugin that is gone (and containers using them) can stop dockerd 20.10 from starting.
-    docker volume ls --format '{{.Driver}} {{.Name}}' | awk -v d="$name" '$1 == d || $1 == d ":latest" {print $2}' |
-      while read -r volume; do
-        users=$(docker ps -aq --filter "volume=$volume")
-        [ -z "$users" ] || echo "+ docker rm -f $users (they use $volume)"
-        [ -z "$users" ] || docker rm -f $users >/dev/null
-        echo "+ docker volume rm $volume"
-        docker volume rm -f "$volume" >/dev/null
-      done
-    echo "+ docker plugin disable -f $name && docker plugin rm -f $name"
-    docker plugin disable -f "$name" >/dev/null
-    docker plugin rm -f "$name" >/dev/null
-  fi
+  echo "cleaning up, please wait"
+  # Docker's side first, while the plugin and the control service still answer. Volumes of a
+  # plugin that is gone (and containers using them) can stop dockerd 20.10 from starting.
+  [ -z "$created" ] || undo_docker "$name"
   [ -z "$plugin" ] || kill "$plugin" 2>/dev/null
-  if [ -n "$emulator" ]; then
-    # The emulator unmounts its datasets and its shared mount root when it stops.
-    kill "$emulator" 2>/dev/null
-    while kill -0 "$emulator" 2>/dev/null; do sleep 0.1; done
-  fi
+  [ -z "$emulator" ] || stop_emulator "$emulator"
   wait 2>/dev/null
   echo "stopped"
 }
@@ -56,23 +73,57 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [ -n "$engine" ] && [ "$(docker plugin inspect -f '{{.Enabled}}' "$name" 2>/dev/null)" = true ]; then
-  echo "run-local: the plugin $name is enabled on this engine, and the quickstart would replace it;" \
-    "disable it first (docker plugin disable $name) or use another name (PLUGIN_NAME=…)" >&2
-  exit 1
+# What an earlier quickstart killed with SIGKILL left behind: its plugin (undone first, while its
+# emulator may still answer, so its volumes go cleanly), then its emulator.
+if [ -n "$engine" ] && [ -f "$marker" ] && docker plugin inspect "$(cat "$marker")" >/dev/null 2>&1; then
+  echo "+ removing the plugin an earlier quickstart left behind"
+  undo_docker "$(cat "$marker")"
+fi
+rm -f "$marker"
+if [ -f "$run/emulator.pid" ]; then
+  old=$(cat "$run/emulator.pid")
+  if [ "$(cat "/proc/$old/comm" 2>/dev/null)" = flocker-emulato ]; then
+    echo "+ stopping the emulator an earlier quickstart left running (pid $old)"
+    stop_emulator "$old"
+  fi
+  rm -f "$run/emulator.pid"
+fi
+
+# Never touch what the quickstart did not make: an installed plugin of that name (even disabled),
+# volumes of such a driver, or a legacy plugin of that name.
+if [ -n "$engine" ]; then
+  why=
+  if docker plugin inspect "$name" >/dev/null 2>&1; then
+    why="a plugin named $name is installed on this engine"
+  elif docker volume ls --format '{{.Driver}}' | grep -Eq "^$name(:|\$)"; then
+    why="volumes of a driver named $name exist on this engine"
+  else
+    for dir in /run/docker/plugins /etc/docker/plugins /usr/lib/docker/plugins; do
+      for file in "$dir/$name.sock" "$dir/$name.spec" "$dir/$name.json"; do
+        [ -e "$file" ] && why="a legacy plugin $name is registered ($file)"
+      done
+    done
+  fi
+  if [ -n "$why" ]; then
+    echo "run-local: $why, and the quickstart never touches what it did not make;" \
+      "give the quickstart's plugin another name: PLUGIN_NAME=flocker-demo make run" >&2
+    exit 1
+  fi
 fi
 
 cargo build --quiet --bins
 if [ -n "$engine" ]; then
   # Everything make plugin prints goes to stderr, so stdout stays the quickstart's own messages.
-  ${MAKE:-make} --no-print-directory plugin PLUGIN_NAME="$name" >&2
+  echo "$name" > "$marker"
   created=yes
+  ${MAKE:-make} --no-print-directory plugin PLUGIN_NAME="$name" >&2
 fi
 
 # In its own session: a Ctrl-C reaches this script, which stops the emulator last.
 setsid "$bin/flocker-emulator" serve --listen "127.0.0.1:$port" --certs "$run/certs" --generate-certs \
   --data-dir "$run/data" --mount-root "$run/flocker" --share-mount-root --lag 1s >&2 &
 emulator=$!
+echo "$emulator" > "$run/emulator.pid"
 for _ in $(seq 100); do
   [ -f "$run/certs/plugin.key" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   kill -0 "$emulator" 2>/dev/null || { echo "run-local: the emulator did not start" >&2; exit 1; }

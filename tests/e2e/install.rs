@@ -633,6 +633,44 @@ fn quickstart_make_run(_: &()) {
     crate::fixture::import_image();
     let port = free_port();
     let run_dir = checkout().join(".run");
+
+    // The suite's own (disabled) plugin `flocker` stands for a user's installed plugin: the script
+    // must refuse to touch it, and leave it as it was.
+    let refused = from_shell(checkout().join("scripts/run-local.sh"))
+        .env("PORT", port.to_string())
+        .current_dir(checkout())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/run-local.sh");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("never touches what it did not make"),
+        "refused with an installed {PLUGIN}: {} {said}",
+        refused.status
+    );
+    assert!(
+        docker(&["plugin", "inspect", PLUGIN]).is_ok(),
+        "the installed plugin is left alone"
+    );
+    println!(
+        "  refused while a plugin {PLUGIN} is installed: {}",
+        said.trim()
+    );
+    // Moved aside for the real run (re-created from the bundle after the install scenarios).
+    must(&["plugin", "rm", "-f", PLUGIN]);
+    // The user's own things, which the quickstart's Ctrl-C must leave alone.
+    must(&["volume", "create", "e2e-qs-keep"]);
+    must(&[
+        "create",
+        "--name",
+        "e2e-qs-sentinel",
+        "--label",
+        "fdp-e2e",
+        "-v",
+        "e2e-qs-keep:/data",
+        IMAGE,
+        "true",
+    ]);
     let log_path =
         std::env::temp_dir().join(format!("fdp-e2e-quickstart-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
@@ -746,6 +784,17 @@ fn quickstart_make_run(_: &()) {
         .collect();
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     assert!(!answers(port), "the emulator stopped");
+    assert!(
+        docker(&["container", "inspect", "e2e-qs-sentinel"]).is_ok()
+            && docker(&["volume", "inspect", "e2e-qs-keep"]).is_ok(),
+        "the user's container and local volume are left alone"
+    );
+    must(&["rm", "e2e-qs-sentinel"]);
+    must(&["volume", "rm", "e2e-qs-keep"]);
+    assert!(
+        !run_dir.join("created-plugin").exists() && !run_dir.join("emulator.pid").exists(),
+        "nothing left for a next run to undo"
+    );
     println!(
         "  after: no plugin {PLUGIN}, no volume of it, no legacy socket, no mount under .run, emulator stopped; docker volume ls {:.2} s",
         ls.as_secs_f64()
