@@ -49,9 +49,11 @@ plugin: bundle
 	-docker plugin rm -f $(PLUGIN_NAME) 2>/dev/null
 	docker plugin create $(PLUGIN_NAME) $(BUNDLE)
 
-## push: the bundle, then docker plugin create + push $(IMAGE) (make push REGISTRY=host:5000 TAG=…)
+## push: the bundle, then docker plugin create + push $(IMAGE) (make push REGISTRY=host:5000 TAG=…; RELEASE=1 for Docker Hub)
 push: bundle
-	-docker plugin rm -f $(IMAGE) 2>/dev/null
+	@[ -n "$(REGISTRY)" ] || [ "$(RELEASE)" = 1 ] || { echo "make push: set REGISTRY=host:port" \
+	  "(or RELEASE=1 to push $(IMAGE) to Docker Hub)" >&2; exit 1; }
+	-docker plugin rm $(IMAGE) 2>/dev/null
 	docker plugin create $(IMAGE) $(BUNDLE)
 	docker plugin push $(IMAGE)
 	docker plugin rm $(IMAGE)

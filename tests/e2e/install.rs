@@ -538,7 +538,10 @@ fn install_upgrade_and_downgrade_keep_everything(it: &Install) {
         // While stopped, as during the upgrade: only the other node's lease is left.
         let mut before = snapshot(fx);
         before.leases.retain(|l| !l.contains(&busy));
-        for (from, to) in [(&it.current, &it.next), (&it.next, &it.current)] {
+        for (round, (from, to)) in [(&it.current, &it.next), (&it.next, &it.current)]
+            .into_iter()
+            .enumerate()
+        {
             let seconds = upgrade_as_readme_says(it, to, &["e2e-up-runner"]);
             println!("  {from} -> {to}: stop, disable, upgrade, enable, start in {seconds:.1} s");
             let description = must(&["plugin", "inspect", "-f", "{{.Config.Description}}", PLUGIN]);
@@ -555,7 +558,8 @@ fn install_upgrade_and_downgrade_keep_everything(it: &Install) {
             // The running container came back with its data, and its volume is leased again.
             wait_until("the runner wrote again", Duration::from_secs(30), || {
                 docker(&["exec", "e2e-up-runner", "cat", "/data/f"])
-                    .is_ok_and(|f| f.lines().count() >= 2 && f.lines().all(|l| l == "run"))
+                    // One line per start: the first run, then one per round.
+                    .is_ok_and(|f| f.lines().count() == round + 2 && f.lines().all(|l| l == "run"))
             });
             assert!(fx.leased().contains(&busy), "leased again");
             let mut after = snapshot(fx);
