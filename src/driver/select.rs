@@ -55,7 +55,7 @@ pub fn known_volume(dataset: &DatasetConfig) -> KnownVolume {
         dataset_id: dataset.dataset_id,
         primary: dataset.primary,
         size: dataset.maximum_size,
-        profile: dataset.metadata.get(PROFILE_KEY).cloned(),
+        profile: dataset.metadata.profile.clone(),
     }
 }
 
@@ -113,7 +113,10 @@ mod tests {
             dataset_id: DatasetId(Uuid::new_v4()),
             primary,
             deleted,
-            metadata: BTreeMap::from([(NAME_KEY.to_string(), name.to_string())]),
+            metadata: crate::flocker::types::Metadata {
+                name: Some(name.to_string()),
+                profile: None,
+            },
             maximum_size: Some(1 << 30),
         }
     }
