@@ -144,3 +144,54 @@ impl Known {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flocker::types::Metadata;
+    use crate::flocker::{DatasetConfig, DatasetId};
+    use uuid::Uuid;
+
+    fn config(names: &[&str]) -> Arc<Configuration> {
+        Arc::new(Configuration {
+            tag: None,
+            datasets: names
+                .iter()
+                .map(|n| DatasetConfig {
+                    dataset_id: DatasetId(Uuid::new_v4()),
+                    primary: None,
+                    deleted: false,
+                    metadata: Metadata {
+                        name: Some(n.to_string()),
+                        profile: None,
+                    },
+                    maximum_size: Some(1 << 30),
+                })
+                .collect(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn edits_last_until_an_answer_requested_after_them() {
+        let dir = std::env::temp_dir().join(format!("fdp-known-{}", Uuid::new_v4()));
+        let known = Known::load(&dir, BTreeMap::new());
+        let t1 = Instant::now();
+        known.remember(&config(&["a"]), None, t1);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let created = known_volume(&config(&["b"]).datasets[0]);
+        known.edit("b", Some(created.clone()));
+        known.edit("a", None);
+        assert_eq!(known.get("b"), Some(created));
+        assert_eq!(known.get("a"), None, "removed here");
+        // An answer to a request sent before the edits does not undo them, nor replace a newer one.
+        known.remember(&config(&["a"]), None, t1 - Duration::from_millis(1));
+        assert_eq!(known.all().keys().collect::<Vec<_>>(), ["b"]);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        known.remember(&config(&["c"]), None, Instant::now());
+        assert_eq!(known.all().keys().collect::<Vec<_>>(), ["c"]);
+        known.save_if_changed();
+        let again = Known::load(&dir, BTreeMap::new());
+        assert_eq!(again.all().keys().collect::<Vec<_>>(), ["c"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
