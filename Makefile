@@ -6,7 +6,7 @@ ROOTFS      := plugin/rootfs
 # Mounts made by the tests stay in a private mount namespace, never on the host.
 ISOLATE     := $(shell [ "$$(id -u)" = 0 ] && echo unshare --mount --propagation private)
 
-.PHONY: all musl build plugin enable run test e2e lint bench clean
+.PHONY: all musl build plugin enable run test e2e lint bench bench-fleet clean
 
 all: lint test build
 
@@ -51,7 +51,11 @@ e2e: plugin
 
 ## bench: benchmark reports (mount wait and requests per call; socket responsiveness under load); needs root
 bench:
-	$(ISOLATE) cargo bench --bench mount_wait --bench responsiveness
+	$(ISOLATE) cargo bench --bench mount_wait --bench responsiveness --bench decode_cost
+
+## bench-fleet: 100 plugin processes, one emulator process with 10,000 datasets, churn and a restart (~3 min); needs root
+bench-fleet:
+	$(ISOLATE) cargo bench --bench fleet
 
 ## lint: formatting, clippy (warnings are errors; also the plugin-only build), unused dependencies
 lint:
