@@ -84,7 +84,7 @@ struct ServeArgs {
     /// over the nodes) are reported mounted but never mounted.
     #[arg(long)]
     fleet: Option<PathBuf>,
-    /// Write the requests and answer bytes per route to this JSON file every second.
+    /// Write the requests and answer bytes per route to this JSON file every 200 ms.
     #[arg(long)]
     stats_file: Option<PathBuf>,
     /// On SIGUSR1, stop listening (dropping every connection) for this long, then listen again:
@@ -225,7 +225,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(path) = args.stats_file.clone() {
         let emulator = std::sync::Arc::clone(&emulator);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tick.tick().await;
                 write_stats(&emulator, &path);
