@@ -486,6 +486,22 @@ fn main() {
     );
     let _ = emulator.wait();
     CHILDREN.lock().unwrap().clear();
+    // Whatever is still mounted under the temporary directory (the emulator unmounts what it made,
+    // but not if it could not finish) would stop its removal: detach it, deepest first.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut leftover: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|p| p.starts_with(dir.path()))
+        .collect();
+    leftover.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for path in &leftover {
+        let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let dir_path = dir.path().to_path_buf();
+    if let Err(e) = dir.close() {
+        eprintln!("could not remove {}: {e}", dir_path.display());
+    }
 
     let calls = calls.lock().unwrap().clone();
     let report = report(Report {
