@@ -18,7 +18,7 @@ ROOTFS      := $(BUNDLE)/rootfs
 # Mounts made by the tests stay in a private mount namespace, never on the host.
 ISOLATE     := $(shell [ "$$(id -u)" = 0 ] && echo unshare --mount --propagation private)
 
-.PHONY: all musl build bundle plugin push enable run test e2e lint bench bench-engine clean
+.PHONY: all musl build bundle plugin push enable run test e2e lint bench bench-fleet bench-engine clean
 
 all: lint test build
 
@@ -81,7 +81,11 @@ e2e:
 
 ## bench: benchmark reports (mount wait and requests per call; socket responsiveness under load); needs root
 bench:
-	$(ISOLATE) cargo bench --bench mount_wait --bench responsiveness
+	$(ISOLATE) cargo bench --bench mount_wait --bench responsiveness --bench decode_cost
+
+## bench-fleet: 100 plugin processes, one emulator process with 10,000 datasets, churn and a restart (~3 min); needs root
+bench-fleet:
+	$(ISOLATE) cargo bench --bench fleet
 
 ## bench-engine: docker commands with a flocker volume vs the local driver, through the real engine (root, dockerd)
 bench-engine:

@@ -78,6 +78,43 @@ struct ServeArgs {
     /// Make the mount root a shared mount point (needed for Docker's rslave propagation).
     #[arg(long)]
     share_mount_root: bool,
+    /// Serve many nodes and seed datasets from this JSON file instead of the one node above
+    /// (benches/fleet.rs): `{"nodes": [{"uuid", "era", "host", "mount_root"}],
+    /// "volumes": [{"name", "node"}], "inert": N}`; `inert` datasets (named `idle-00000`, …, spread
+    /// over the nodes) are reported mounted but never mounted.
+    #[arg(long)]
+    fleet: Option<PathBuf>,
+    /// Write the requests and answer bytes per route to this JSON file every 200 ms.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+    /// On SIGUSR1, stop listening (dropping every connection) for this long, then listen again:
+    /// a control-service restart that keeps the configuration, as Flocker's does.
+    #[arg(long, default_value = "2s", value_parser = parse_lag)]
+    restart_outage: Duration,
+}
+
+/// The `--fleet` file.
+#[derive(Debug, serde::Deserialize)]
+struct Fleet {
+    nodes: Vec<FleetNode>,
+    #[serde(default)]
+    volumes: Vec<FleetVolume>,
+    #[serde(default)]
+    inert: usize,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FleetNode {
+    uuid: Uuid,
+    era: Uuid,
+    host: IpAddr,
+    mount_root: PathBuf,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FleetVolume {
+    name: String,
+    node: Uuid,
 }
 
 fn main() -> Result<()> {
@@ -129,20 +166,72 @@ async fn serve(args: ServeArgs) -> Result<()> {
         certs::generate(&args.certs, &cert_options(Vec::new(), vec![node_uuid]))
             .with_context(|| format!("generating certificates in {}", args.certs.display()))?;
     }
-    let emulator = Emulator::start(Config {
-        listen: args.listen,
-        certs_dir: args.certs.clone(),
-        data_dir: args.data_dir.clone(),
-        nodes: vec![Node {
+    let fleet: Option<Fleet> = match &args.fleet {
+        Some(path) => Some(
+            serde_json::from_slice(
+                &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("parsing {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let nodes = match &fleet {
+        Some(fleet) => fleet
+            .nodes
+            .iter()
+            .map(|n| Node {
+                uuid: n.uuid,
+                era: n.era,
+                host: n.host,
+                mount_root: n.mount_root.clone(),
+            })
+            .collect(),
+        None => vec![Node {
             uuid: node_uuid,
             era,
             host: args.host,
             mount_root: args.mount_root.clone(),
         }],
+    };
+    let emulator = Emulator::start(Config {
+        listen: args.listen,
+        certs_dir: args.certs.clone(),
+        data_dir: args.data_dir.clone(),
+        nodes,
         convergence: Convergence::After(args.lag),
         share_mount_roots: args.share_mount_root,
     })
     .context("starting the emulator")?;
+    if let Some(fleet) = &fleet {
+        let volumes: Vec<(String, Uuid)> = fleet
+            .volumes
+            .iter()
+            .map(|v| (v.name.clone(), v.node))
+            .collect();
+        emulator.seed(&volumes, false).context("seeding volumes")?;
+        let inert: Vec<(String, Uuid)> = (0..fleet.inert)
+            .map(|i| {
+                (
+                    format!("idle-{i:05}"),
+                    fleet.nodes[i % fleet.nodes.len()].uuid,
+                )
+            })
+            .collect();
+        emulator
+            .seed(&inert, true)
+            .context("seeding inert datasets")?;
+    }
+    let emulator = std::sync::Arc::new(emulator);
+    if let Some(path) = args.stats_file.clone() {
+        let emulator = std::sync::Arc::clone(&emulator);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                write_stats(&emulator, &path);
+            }
+        });
+    }
     println!(
         "flocker-emulator listening on {} (certs: {}, node: {node_uuid}, era: {era})",
         emulator.url(),
@@ -152,9 +241,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+    let mut restart =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = restart.recv() => {
+                tracing::warn!(outage = ?args.restart_outage, "restart: not listening");
+                emulator.stop_listening().await;
+                tokio::time::sleep(args.restart_outage).await;
+                emulator.start_listening().await.context("listening again after a restart")?;
+                tracing::warn!("restart: listening again");
+            }
+        }
     }
     tracing::info!("shutting down");
     emulator
@@ -162,6 +262,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .context("unmounting datasets on shutdown")?;
     Ok(())
+}
+
+/// `{"routes": [{"method", "route", "requests", "bytes"}]}`, written atomically.
+fn write_stats(emulator: &Emulator, path: &Path) {
+    let routes: Vec<serde_json::Value> = emulator
+        .route_stats()
+        .into_iter()
+        .map(|((method, route), stats)| {
+            serde_json::json!({
+                "method": method, "route": route,
+                "requests": stats.requests, "bytes": stats.bytes,
+            })
+        })
+        .collect();
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::json!({ "routes": routes }).to_string();
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+        tracing::error!(path = %path.display(), error = %e, "cannot write the stats file");
+    }
 }
 
 /// The node uuid stored in the data dir, created on first use so restarts keep the identity.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use super::known::{self, Known};
 use super::leases::Leases;
 use super::locks::VolumeLocks;
 use super::options::CreateRequest;
@@ -27,7 +28,7 @@ use super::reads::{Coalesced, Freshness};
 use super::recovery::Unsettled;
 use super::select::{self, by_name, known_volume, new_dataset, pick};
 use super::source::{self, Refusal, VisibleError};
-use super::store::{KnownVolume, MountRecord, PendingMount, Released, Store};
+use super::store::{MountRecord, PendingMount, Released, Store};
 use super::watcher::{Snapshot, StateWatcher};
 use super::MountMode;
 use super::{
@@ -95,8 +96,10 @@ pub(super) struct Inner {
     pub(super) leases: Arc<Leases>,
     /// Configuration reads shared by concurrent callers (SPEC §10).
     pub(super) config_reads: Coalesced<Configuration>,
-    /// The answer the known-volume cache was last refreshed from.
-    pub(super) remembered: std::sync::Mutex<usize>,
+    /// The last known volumes, for answers while the control service is away.
+    pub(super) known: Known,
+    /// Whether the task that writes `known` to disk runs.
+    pub(super) saver_started: std::sync::atomic::AtomicBool,
     /// What start-up recovery found locally and still has to settle with the control service.
     pub(super) pending: std::sync::Mutex<Option<Unsettled>>,
     /// Every task the driver starts (Mount/Unmount/Remove workers, retries, the poller, recovery).
@@ -126,13 +129,23 @@ impl FlockerDriver {
             settings.flocker_root = canonical;
         }
         let loaded = settings.state_file.load();
-        let (records, pending) = super::recovery::settle_locally(
+        // Earlier versions kept the known volumes in the state file; they now have their own.
+        let known = Known::load(
+            settings
+                .state_file
+                .path()
+                .parent()
+                .unwrap_or(std::path::Path::new("/")),
+            loaded.records().known,
+        );
+        let (mut records, pending) = super::recovery::settle_locally(
             loaded,
             &settings.mount_mode,
             crate::identity::this_boot_era(),
         );
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
+        records.known.clear();
         let store = Store::new(settings.state_file.clone(), records);
         store.save_now();
         let locks = Arc::new(VolumeLocks::default());
@@ -153,7 +166,8 @@ impl FlockerDriver {
                 store,
                 leases,
                 config_reads: Coalesced::default(),
-                remembered: std::sync::Mutex::new(0),
+                known,
+                saver_started: std::sync::atomic::AtomicBool::new(false),
                 pending: std::sync::Mutex::new(Some(pending)),
                 tasks,
                 stop,
@@ -240,14 +254,10 @@ impl FlockerDriver {
             .get_sent(need, || client.configuration())
             .await
             .map_err(Self::control(name))?;
-        let seen = Arc::as_ptr(&config) as usize;
-        let new = {
-            let mut remembered = self.inner.remembered.lock().expect("remembered");
-            std::mem::replace(&mut *remembered, seen) != seen
-        };
-        if new {
-            self.remember(&config).await;
-        }
+        self.inner
+            .known
+            .remember(&config, self.current_node(), sent);
+        self.start_saving_known();
         Ok((config, sent))
     }
 
@@ -257,15 +267,39 @@ impl FlockerDriver {
             .await
     }
 
-    pub(super) async fn remember(&self, config: &Configuration) {
-        let known: BTreeMap<String, KnownVolume> = by_name(&config.datasets, self.current_node())
-            .into_iter()
-            .map(|(name, dataset)| (name.to_string(), known_volume(dataset)))
-            .collect();
-        if self.inner.store.read().known != known {
-            // Only for stale answers later; a failed write is logged by the store.
-            let _ = self.inner.store.update(|r| r.known = known).await;
+    /// Remembers a configuration read outside the shared reads (start-up recovery).
+    pub(super) async fn remember(&self, config: &Configuration, sent: Instant) {
+        self.inner
+            .known
+            .remember(&Arc::new(config.clone()), self.current_node(), sent);
+        self.start_saving_known();
+    }
+
+    /// Starts (once) the task that writes the known volumes to disk every [`known::SAVE_INTERVAL`]
+    /// when they changed, and once more when the driver stops.
+    fn start_saving_known(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.saver_started.swap(true, Ordering::SeqCst) {
+            return;
         }
+        let driver = self.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                let stopped = tokio::select! {
+                    _ = driver.inner.stop.cancelled() => true,
+                    _ = tokio::time::sleep(known::SAVE_INTERVAL) => false,
+                };
+                let saver = driver.clone();
+                let _ = blocking::run(move || {
+                    saver.inner.known.save_if_changed();
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .await;
+                if stopped {
+                    return;
+                }
+            }
+        });
     }
 
     /// The live dataset named `name`, from an answer at most `report_age` old; a name missing from
@@ -587,13 +621,7 @@ impl FlockerDriver {
             waited: started.elapsed(),
             detail: format!("the control service did not answer {what} in time; retry"),
         };
-        let known = self
-            .inner
-            .store
-            .read()
-            .known
-            .get(name.as_str())
-            .map(|k| k.dataset_id);
+        let known = self.inner.known.get(name.as_str()).map(|k| k.dataset_id);
         let mut candidate = match (&carried, known) {
             (Some(record), _) => record.dataset_id,
             (None, Some(dataset)) => dataset,
@@ -944,11 +972,7 @@ impl FlockerDriver {
                 Ok(_) | Err(flocker::Error::NotFound { .. }) => {
                     self.inner.config_reads.forget();
                     info!(volume = %name, dataset = %dataset_id, "deleted dataset");
-                    let _ = self
-                        .inner
-                        .store
-                        .update(|r| r.known.remove(name.as_str()))
-                        .await;
+                    self.inner.known.edit(name.as_str(), None);
                     return Ok(());
                 }
                 Err(e @ flocker::Error::ConfigurationChanged { .. }) => {
@@ -1010,11 +1034,9 @@ impl FlockerDriver {
                 Ok(created) => {
                     self.inner.config_reads.forget();
                     info!(volume = %name, dataset = %created.dataset_id, size = %request.size, profile = ?request.profile, "created dataset");
-                    let _ = self
-                        .inner
-                        .store
-                        .update(|r| r.known.insert(name.to_string(), known_volume(&created)))
-                        .await;
+                    self.inner
+                        .known
+                        .edit(name.as_str(), Some(known_volume(&created)));
                     return Ok(());
                 }
                 Err(flocker::Error::Conflict { .. }) => return Ok(()),
@@ -1032,13 +1054,7 @@ impl FlockerDriver {
     fn whole_mount_timed_out(&self, name: &VolumeName, detail: &str) -> Error {
         Error::Timeout {
             name: name.to_string(),
-            dataset: self
-                .inner
-                .store
-                .read()
-                .known
-                .get(name.as_str())
-                .map(|k| k.dataset_id),
+            dataset: self.inner.known.get(name.as_str()).map(|k| k.dataset_id),
             waited: self.inner.settings.mount_timeout,
             detail: detail.into(),
         }
@@ -1046,7 +1062,7 @@ impl FlockerDriver {
 
     /// The last known answer for `name`, marked stale with `reason`.
     fn stale_info(&self, name: &VolumeName, reason: &str) -> Option<VolumeInfo> {
-        let known = self.inner.store.read().known.get(name.as_str()).cloned()?;
+        let known = self.inner.known.get(name.as_str())?;
         Some(VolumeInfo {
             name: name.to_string(),
             mountpoint: self.mountpoint_of(name),
@@ -1137,23 +1153,32 @@ impl VolumeDriver for FlockerDriver {
             .configuration(&"*", Freshness::Within(self.inner.settings.report_age))
             .await
         {
-            Ok(config) => Ok(by_name(&config.datasets, self.current_node())
-                .into_iter()
-                .map(|(name, dataset)| self.info(dataset, name))
-                .collect()),
+            // No Status: Docker's List answer carries none (the protocol layer drops it), and
+            // building one per volume of a 10,000-dataset cluster is most of List's own cost.
+            Ok(config) => {
+                let mounts = self.inner.store.read().mounts.clone();
+                Ok(by_name(&config.datasets, self.current_node())
+                    .into_keys()
+                    .map(|name| VolumeInfo {
+                        name: name.to_string(),
+                        mountpoint: mounts.get(name).map(|r| r.mountpoint.clone()),
+                        status: BTreeMap::new(),
+                    })
+                    .collect())
+            }
             Err(Error::ControlService { source, .. }) => {
-                let records = self.inner.store.read().clone();
-                if records.known.is_empty() {
+                let known = self.inner.known.all();
+                if known.is_empty() {
                     return Err(Self::control(&"*")(source));
                 }
                 let stale = source.to_string();
                 warn!(error = %stale, "List answered from the last known volumes");
-                Ok(records
-                    .known
+                let mounts = self.inner.store.read().mounts.clone();
+                Ok(known
                     .iter()
                     .map(|(name, known)| VolumeInfo {
                         name: name.clone(),
-                        mountpoint: records.mounts.get(name).map(|r| r.mountpoint.clone()),
+                        mountpoint: mounts.get(name).map(|r| r.mountpoint.clone()),
                         status: select::status(known, Some(&stale)),
                     })
                     .collect())

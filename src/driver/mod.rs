@@ -5,13 +5,14 @@
 //! and nothing here reads the configuration: the caller builds [`DriverSettings`].
 //!
 //! Files, one rule each: `flocker_driver` (the calls), `leases` (take, release only if ours, retry),
-//! `store` (records and the state file, one writer), `recovery` (start-up: adopt, never destroy),
+//! `store` (records and the state file, one writer), `known` (the last known volumes, for stale answers), `recovery` (start-up: adopt, never destroy),
 //! `source` (which agent path may be bound: SPEC §9.3), `select` (which dataset a name means, what
 //! Get shows), `locks` (one lock per volume), `reads` (shared configuration and lease reads), `watcher` (the shared
 //! state poll), `options` (`-o`).
 
 mod error;
 mod flocker_driver;
+mod known;
 mod leases;
 mod locks;
 mod misconfigured;

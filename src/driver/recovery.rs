@@ -139,10 +139,11 @@ impl FlockerDriver {
         let Some(node) = self.known_node().await else {
             return;
         };
+        let sent = tokio::time::Instant::now();
         let Some((config, leases)) = self.read_cluster().await else {
             return;
         };
-        self.remember(&config).await;
+        self.remember(&config, sent).await;
         let pending = self
             .inner
             .pending

@@ -36,17 +36,16 @@ pub fn pick<'a>(
 
 /// The dataset each name refers to, in one pass, sorted by name (Docker keys volumes by name).
 pub fn by_name(datasets: &[DatasetConfig], me: Option<NodeId>) -> BTreeMap<&str, &DatasetConfig> {
-    let mut chosen: BTreeMap<&str, &DatasetConfig> = BTreeMap::new();
-    for dataset in live_named(datasets) {
-        let name = dataset.name().unwrap_or_default();
-        match chosen.get(name) {
-            Some(current) if preference(current, me) <= preference(dataset, me) => {}
-            _ => {
-                chosen.insert(name, dataset);
-            }
-        }
-    }
-    chosen
+    // Sorted once and deduplicated, then bulk-built: much cheaper than 10,000 map inserts.
+    let mut named: Vec<(&str, &DatasetConfig)> = live_named(datasets)
+        .map(|d| (d.name().unwrap_or_default(), d))
+        .collect();
+    named.sort_unstable_by(|a, b| {
+        a.0.cmp(b.0)
+            .then_with(|| preference(a.1, me).cmp(&preference(b.1, me)))
+    });
+    named.dedup_by(|later, first| later.0 == first.0);
+    named.into_iter().collect()
 }
 
 /// What is remembered of a dataset for answers while the control service is away.
@@ -55,7 +54,7 @@ pub fn known_volume(dataset: &DatasetConfig) -> KnownVolume {
         dataset_id: dataset.dataset_id,
         primary: dataset.primary,
         size: dataset.maximum_size,
-        profile: dataset.metadata.get(PROFILE_KEY).cloned(),
+        profile: dataset.metadata.profile.clone(),
     }
 }
 
@@ -113,7 +112,10 @@ mod tests {
             dataset_id: DatasetId(Uuid::new_v4()),
             primary,
             deleted,
-            metadata: BTreeMap::from([(NAME_KEY.to_string(), name.to_string())]),
+            metadata: crate::flocker::types::Metadata {
+                name: Some(name.to_string()),
+                profile: None,
+            },
             maximum_size: Some(1 << 30),
         }
     }

@@ -81,8 +81,9 @@ pub struct Records {
     /// Volumes mounted here, by name.
     #[serde(default)]
     pub mounts: BTreeMap<String, MountRecord>,
-    /// Last known dataset per volume name.
-    #[serde(default)]
+    /// Last known dataset per volume name, as earlier versions kept it here; read once at start
+    /// and then kept in `known.json` instead (`driver::known`), so this file stays small.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub known: BTreeMap<String, KnownVolume>,
     /// Datasets whose lease this plugin took (or was about to take) and has not given back: the only
     /// leases it ever releases (SPEC §9.1). Written *before* the lease is requested, so a crash in

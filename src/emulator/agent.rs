@@ -5,7 +5,7 @@
 //! remembers what it mounted so that it can undo it. It does not decide *what* to do (that is
 //! `model::Model::plan`) and it knows nothing about HTTP.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ pub struct Agent {
     mounted: BTreeSet<PathBuf>,
     /// Mount roots we bind-mounted onto themselves to make them shared.
     shared_roots: Vec<PathBuf>,
+    /// Datasets whose mounts are only recorded, never made (see [`Agent::mark_inert`]).
+    inert: HashSet<Uuid>,
 }
 
 impl Agent {
@@ -41,6 +43,7 @@ impl Agent {
             mount_roots: BTreeMap::new(),
             mounted: BTreeSet::new(),
             shared_roots: Vec::new(),
+            inert: HashSet::new(),
         })
     }
 
@@ -76,6 +79,12 @@ impl Agent {
         Ok(())
     }
 
+    /// From now on `dataset` has no backing storage and its mounts are reported but never made:
+    /// a cluster of 10,000 datasets that nothing on this machine uses costs no mounts.
+    pub fn mark_inert(&mut self, dataset: Uuid) {
+        self.inert.insert(dataset);
+    }
+
     /// The nodes this agent serves.
     pub fn local_nodes(&self) -> Vec<Uuid> {
         self.mount_roots.keys().copied().collect()
@@ -94,6 +103,15 @@ impl Agent {
     /// Carries out one action; for `Mount` returns the mount point.
     pub fn apply(&mut self, action: &Action) -> Result<Option<PathBuf>, Error> {
         match *action {
+            Action::CreateBacking(id) if self.inert.contains(&id) => Ok(None),
+            Action::Unmount { dataset, .. } | Action::Mount { dataset, .. }
+                if self.inert.contains(&dataset) =>
+            {
+                Ok(match *action {
+                    Action::Mount { node, .. } => self.mount_point(dataset, node),
+                    _ => None,
+                })
+            }
             Action::CreateBacking(id) => create_dir(&self.backing(id)).map(|()| None),
             Action::Unmount { dataset, node } => {
                 if let Some(target) = self.mount_point(dataset, node) {

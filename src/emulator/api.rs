@@ -91,6 +91,9 @@ async fn intercept(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
             None => next.run(req).await,
         },
     };
+    if let Some(bytes) = axum::body::HttpBody::size_hint(response.body()).exact() {
+        shared.faults.record_answer(method.as_str(), &path, bytes);
+    }
     info!(
         %method,
         %path,
@@ -232,11 +235,23 @@ async fn version() -> Response {
     ok(&json!({ "flocker": FLOCKER_VERSION }))
 }
 
+/// A JSON answer whose body is already serialized (a cached listing).
+fn ok_bytes(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn list_datasets(State(shared): State<Arc<Shared>>) -> Response {
-    let model = shared.model();
-    let body: Vec<Value> = model.datasets().iter().map(|d| d.to_json()).collect();
-    let mut response = ok(&Value::Array(body));
-    if let Ok(tag) = HeaderValue::from_str(&model.tag()) {
+    let (body, tag) = shared.configuration_listing();
+    let mut response = ok_bytes(body);
+    if let Ok(tag) = HeaderValue::from_str(&tag) {
         response.headers_mut().insert(TAG_HEADER, tag);
     }
     response
@@ -341,8 +356,7 @@ async fn release_lease(
 }
 
 async fn state_datasets(State(shared): State<Arc<Shared>>) -> Response {
-    let state = shared.model().state_json();
-    ok(&Value::Array(state))
+    ok_bytes(shared.state_listing())
 }
 
 async fn state_nodes(State(shared): State<Arc<Shared>>) -> Response {

@@ -43,6 +43,32 @@ struct Inner {
     /// (METHOD, path) → delays for the next matching requests, applied even if the client left.
     apply_late_next: HashMap<(String, String), VecDeque<Duration>>,
     counts: HashMap<(String, String), usize>,
+    /// (METHOD, route) → requests and answer bytes, never reset (see [`Faults::route_stats`]).
+    routes: HashMap<(String, String), RouteStats>,
+}
+
+/// Requests and answer bytes of one route since the emulator started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RouteStats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Bytes of their answer bodies.
+    pub bytes: u64,
+}
+
+/// The route a path belongs to: every segment that is a UUID becomes `{id}`, so 10,000 datasets
+/// make one counter, not 10,000.
+pub fn route(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.len() == 36 && uuid::Uuid::parse_str(segment).is_ok() {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn key(method: &str, path: &str) -> (String, String) {
@@ -124,6 +150,29 @@ impl Faults {
         self.lock().counts.clear();
     }
 
+    /// Adds one answered request of `bytes` to its route's counters.
+    pub fn record_answer(&self, method: &str, path: &str, bytes: u64) {
+        let mut inner = self.lock();
+        let stats = inner
+            .routes
+            .entry((method.to_ascii_uppercase(), route(path)))
+            .or_default();
+        stats.requests += 1;
+        stats.bytes += bytes;
+    }
+
+    /// Every (METHOD, route) answered since start, with its counters, sorted.
+    pub fn route_stats(&self) -> Vec<((String, String), RouteStats)> {
+        let mut stats: Vec<_> = self
+            .lock()
+            .routes
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        stats.sort_by(|a, b| a.0.cmp(&b.0));
+        stats
+    }
+
     /// Counts a request and says what to do with it; consumes one queued failure and one queued
     /// lost answer for its (method, path), independently.
     pub fn on_request(&self, method: &str, path: &str) -> Intercept {
@@ -163,6 +212,29 @@ fn set_or_clear(map: &mut HashMap<String, Duration>, path: &str, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_fold_ids_and_count_bytes() {
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(
+            route(&format!("/v1/configuration/datasets/{id}")),
+            "/v1/configuration/datasets/{id}"
+        );
+        assert_eq!(route("/v1/state/datasets"), "/v1/state/datasets");
+        let f = Faults::default();
+        f.record_answer("get", "/v1/state/datasets", 10);
+        f.record_answer("GET", "/v1/state/datasets", 5);
+        assert_eq!(
+            f.route_stats(),
+            vec![(
+                ("GET".to_string(), "/v1/state/datasets".to_string()),
+                RouteStats {
+                    requests: 2,
+                    bytes: 15
+                }
+            )]
+        );
+    }
 
     #[test]
     fn fail_next_is_consumed_and_counts_accumulate() {

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -46,6 +47,7 @@ use uuid::Uuid;
 // Mount-table helpers, re-exported so tests can check mounts the same way the agent does.
 pub use api::{FLOCKER_VERSION, IF_MATCHES_HEADER, TAG_HEADER};
 pub use error::Error;
+pub use faults::RouteStats;
 
 use agent::Agent;
 use faults::Faults;
@@ -103,6 +105,16 @@ pub(crate) struct Shared {
     agent_paused: AtomicBool,
     /// Set with `Convergence::After`: each configuration change is sent to the lag task.
     changes: Option<mpsc::UnboundedSender<()>>,
+    /// The two listings as last serialized, by model version: with 10,000 datasets a listing is
+    /// megabytes, and many nodes read it between two changes.
+    listings: Mutex<Listings>,
+}
+
+/// Serialized listings and the model versions they show.
+#[derive(Debug, Default)]
+struct Listings {
+    configuration: Option<(u64, Bytes)>,
+    state: Option<((u64, u64), Bytes)>,
 }
 
 impl Shared {
@@ -114,6 +126,38 @@ impl Shared {
             self.config_changed();
         }
         model
+    }
+
+    /// `GET /v1/configuration/datasets`'s body and the current tag, serialized once per version.
+    fn configuration_listing(&self) -> (Bytes, String) {
+        let model = self.model();
+        let version = model.datasets_version();
+        let tag = model.tag();
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        match &listings.configuration {
+            Some((v, body)) if *v == version => (body.clone(), tag),
+            _ => {
+                let body: Vec<Value> = model.datasets().iter().map(|d| d.to_json()).collect();
+                let body = Bytes::from(Value::Array(body).to_string());
+                listings.configuration = Some((version, body.clone()));
+                (body, tag)
+            }
+        }
+    }
+
+    /// `GET /v1/state/datasets`'s body, serialized once per version.
+    fn state_listing(&self) -> Bytes {
+        let model = self.model();
+        let version = model.state_version();
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        match &listings.state {
+            Some((v, body)) if *v == version => body.clone(),
+            _ => {
+                let body = Bytes::from(Value::Array(model.state_json()).to_string());
+                listings.state = Some((version, body.clone()));
+                body
+            }
+        }
     }
 
     /// Tells the lag task (if any) that configuration changed.
@@ -231,6 +275,7 @@ impl Emulator {
             agent: Mutex::new(agent),
             agent_paused: AtomicBool::new(false),
             changes,
+            listings: Mutex::new(Listings::default()),
         });
         let mut background = Vec::new();
         if let (Convergence::After(lag), Some(rx)) = (config.convergence, receiver) {
@@ -331,6 +376,40 @@ impl Emulator {
             .collect::<Vec<_>>()
             .join(", ");
         (total, detail)
+    }
+
+    /// Requests and answer bytes per (METHOD, route) since start (ids folded to `{id}`); never
+    /// reset, so a process outside can take differences.
+    pub fn route_stats(&self) -> Vec<((String, String), RouteStats)> {
+        self.shared.faults.route_stats()
+    }
+
+    /// Creates one 1 GiB dataset per `(name, node)`, as the original plugin names them, then
+    /// converges once; returns their ids. With `inert`, the agent only reports their mounts and
+    /// never makes them (no backing, no bind mount): a big cluster whose datasets nothing here
+    /// mounts. A plugin on this machine cannot mount an inert dataset (it is not a mount point).
+    pub fn seed(&self, volumes: &[(String, Uuid)], inert: bool) -> Result<Vec<Uuid>, Error> {
+        const SIZE: u64 = 1 << 30;
+        let mut ids = Vec::with_capacity(volumes.len());
+        {
+            let mut agent = self.shared.agent();
+            let mut model = self.shared.model();
+            for (name, node) in volumes {
+                let metadata = std::collections::BTreeMap::from([
+                    ("name".to_string(), name.clone()),
+                    ("maximum_size".to_string(), SIZE.to_string()),
+                ]);
+                let created = model
+                    .create_dataset(None, *node, metadata, Some(SIZE))
+                    .expect("a fresh id");
+                if inert {
+                    agent.mark_inert(created.dataset_id);
+                }
+                ids.push(created.dataset_id);
+            }
+        }
+        self.shared.converge(Phase::Full)?;
+        Ok(ids)
     }
 
     /// Sets all request counts back to zero.

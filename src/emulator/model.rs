@@ -6,7 +6,7 @@
 //! or touch the file system: `api` validates requests and `agent` carries out the [`Action`]s
 //! that [`Model::plan`] returns, then reports back with [`Model::record`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -160,6 +160,12 @@ pub struct Model {
     observed: BTreeMap<Uuid, Observed>,
     generation: u64,
     salt: u128,
+    /// Position of each dataset in `datasets`: lookups by id are O(1) with 10,000 datasets.
+    index: HashMap<Uuid, usize>,
+    /// Bumped whenever the dataset list (not leases) changes: keys the cached configuration listing.
+    datasets_version: u64,
+    /// Bumped whenever what `GET /v1/state/datasets` shows may change: keys the cached state listing.
+    state_version: u64,
 }
 
 impl Model {
@@ -173,6 +179,9 @@ impl Model {
             observed: BTreeMap::new(),
             generation: 0,
             salt,
+            index: HashMap::new(),
+            datasets_version: 0,
+            state_version: 0,
         }
     }
 
@@ -201,11 +210,29 @@ impl Model {
         &self.datasets
     }
 
+    /// Which version of the dataset list this is (for caching its serialized form).
+    pub fn datasets_version(&self) -> u64 {
+        self.datasets_version
+    }
+
+    /// Which version of the state listing this is (for caching its serialized form).
+    pub fn state_version(&self) -> (u64, u64) {
+        (self.datasets_version, self.state_version)
+    }
+
+    fn datasets_changed(&mut self) {
+        self.datasets_version += 1;
+        self.changed();
+    }
+
     fn find(&self, id: &str) -> Option<usize> {
-        // Stored ids are lowercase; upstream looks the path segment up verbatim.
-        self.datasets
-            .iter()
-            .position(|d| d.dataset_id.to_string() == id)
+        // Stored ids are lowercase; upstream looks the path segment up verbatim, so only the
+        // canonical spelling matches.
+        let uuid = Uuid::parse_str(id).ok()?;
+        if uuid.hyphenated().to_string() != id {
+            return None;
+        }
+        self.index.get(&uuid).copied()
     }
 
     /// Adds a dataset; the id is generated when `None`.
@@ -217,7 +244,7 @@ impl Model {
         maximum_size: Option<u64>,
     ) -> Result<DatasetConfig, CreateError> {
         let dataset_id = dataset_id.unwrap_or_else(Uuid::new_v4);
-        if self.datasets.iter().any(|d| d.dataset_id == dataset_id) {
+        if self.index.contains_key(&dataset_id) {
             return Err(CreateError::Collision);
         }
         let dataset = DatasetConfig {
@@ -227,8 +254,9 @@ impl Model {
             maximum_size,
             deleted: false,
         };
+        self.index.insert(dataset_id, self.datasets.len());
         self.datasets.push(dataset.clone());
-        self.changed();
+        self.datasets_changed();
         Ok(dataset)
     }
 
@@ -245,7 +273,7 @@ impl Model {
         if let Some(primary) = primary {
             if self.datasets[i].primary != primary {
                 self.datasets[i].primary = primary;
-                self.changed();
+                self.datasets_changed();
             }
         }
         Ok(self.datasets[i].clone())
@@ -256,7 +284,7 @@ impl Model {
         let i = self.find(id).ok_or(UpdateError::NotFound)?;
         if !self.datasets[i].deleted {
             self.datasets[i].deleted = true;
-            self.changed();
+            self.datasets_changed();
         }
         Ok(self.datasets[i].clone())
     }
@@ -327,6 +355,7 @@ impl Model {
         self.nodes.retain(|n| n.uuid != node.uuid);
         self.dead.remove(&node.uuid);
         self.nodes.push(node);
+        self.state_version += 1;
     }
 
     /// Marks a registered node's machine dead; false if no such node is registered.
@@ -337,6 +366,7 @@ impl Model {
         let known = self.nodes.iter().any(|n| n.uuid == uuid);
         if known {
             self.dead.insert(uuid);
+            self.state_version += 1;
         }
         known
     }
@@ -344,6 +374,7 @@ impl Model {
     /// Brings a dead node back with its era and mounts; false if no such node is registered.
     pub fn revive_node(&mut self, uuid: Uuid) -> bool {
         self.dead.remove(&uuid);
+        self.state_version += 1;
         self.nodes.iter().any(|n| n.uuid == uuid)
     }
 
@@ -401,12 +432,16 @@ impl Model {
         &self.observed
     }
 
-    fn leased_by(&self, dataset: Uuid) -> Option<Uuid> {
-        let id = dataset.to_string();
+    /// Lease holders by dataset, built once per plan (a plan visits every dataset).
+    fn holders(&self) -> HashMap<Uuid, Uuid> {
         self.leases
             .iter()
-            .find(|l| l.dataset_id == id)
-            .map(|l| l.node_uuid)
+            .filter_map(|l| {
+                let id = Uuid::parse_str(&l.dataset_id).ok()?;
+                // Only the canonical spelling names a dataset, as upstream compares strings.
+                (id.hyphenated().to_string() == l.dataset_id).then_some((id, l.node_uuid))
+            })
+            .collect()
     }
 
     /// The actions that bring observed state towards configuration, in the order to apply them.
@@ -421,13 +456,14 @@ impl Model {
     /// that dead node holds its lease.
     pub fn plan(&self, local: &[Uuid], phase: Phase) -> Vec<Action> {
         let mut actions = Vec::new();
+        let holders = self.holders();
         for d in &self.datasets {
             let id = d.dataset_id;
             let observed = self.observed.get(&id);
             let mounted: Vec<Uuid> = observed
                 .map(|o| o.mounts.keys().copied().collect())
                 .unwrap_or_default();
-            let leased_by = self.leased_by(id);
+            let leased_by = holders.get(&id).copied();
             if d.deleted {
                 if observed.is_none() || mounted.iter().any(|m| Some(*m) == leased_by) {
                     continue;
@@ -477,6 +513,7 @@ impl Model {
 
     /// Records that the agent carried out `action`; `path` is the mount point for `Mount`.
     pub fn record(&mut self, action: &Action, path: Option<PathBuf>) {
+        self.state_version += 1;
         match *action {
             Action::CreateBacking(id) => {
                 self.observed.entry(id).or_default();

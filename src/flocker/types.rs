@@ -38,6 +38,22 @@ pub const PROFILE_KEY: &str = "clusterhq:flocker:profile";
 /// Metadata key repeating the size as a decimal string, as the original plugin wrote it.
 pub const SIZE_KEY: &str = "maximum_size";
 
+/// The metadata keys this plugin reads; every other key is skipped while decoding, unread and
+/// unallocated (a 10,000-dataset configuration is decoded on every new answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Metadata {
+    /// [`NAME_KEY`]: the Docker volume name.
+    #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// [`PROFILE_KEY`]: the storage profile.
+    #[serde(
+        rename = "clusterhq:flocker:profile",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub profile: Option<String>,
+}
+
 /// One entry of `GET /v1/configuration/datasets`: what the cluster is asked to do.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct DatasetConfig {
@@ -48,9 +64,9 @@ pub struct DatasetConfig {
     /// Deleted datasets stay listed forever (flocker-upstream.md §5.5).
     #[serde(default)]
     pub deleted: bool,
-    /// Free-form string metadata.
+    /// The metadata keys the plugin uses (the others are not decoded).
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: Metadata,
     /// Size in bytes, if one was given.
     #[serde(default)]
     pub maximum_size: Option<u64>,
@@ -59,7 +75,7 @@ pub struct DatasetConfig {
 impl DatasetConfig {
     /// The Docker volume name, if this dataset has one.
     pub fn name(&self) -> Option<&str> {
-        self.metadata.get(NAME_KEY).map(String::as_str)
+        self.metadata.name.as_deref()
     }
 }
 

@@ -522,15 +522,18 @@ fn dataset_config() -> impl Strategy<Value = DatasetConfig> {
         uuid(),
         prop::option::of(uuid()),
         any::<bool>(),
-        prop::collection::btree_map(any::<String>(), any::<String>(), 0..4),
+        (
+            prop::option::of(any::<String>()),
+            prop::option::of(any::<String>()),
+        ),
         prop::option::of(any::<u64>()),
     )
         .prop_map(
-            |(id, primary, deleted, metadata, maximum_size)| DatasetConfig {
+            |(id, primary, deleted, (name, profile), maximum_size)| DatasetConfig {
                 dataset_id: DatasetId(id),
                 primary: primary.map(NodeId),
                 deleted,
-                metadata,
+                metadata: flocker_docker_plugin::flocker::types::Metadata { name, profile },
                 maximum_size,
             },
         )
