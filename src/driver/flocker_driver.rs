@@ -776,6 +776,7 @@ impl FlockerDriver {
                 mountpoint: mountpoint.clone(),
                 ids: BTreeMap::from([(id.0.clone(), 1)]),
                 adopted: false,
+                held: false,
             },
         };
         let had_users = record.count() > 1 || record.adopted;

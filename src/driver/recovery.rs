@@ -238,6 +238,7 @@ impl FlockerDriver {
             mountpoint,
             ids: BTreeMap::new(),
             adopted: true,
+            held: false,
         };
         let _ = self
             .inner
@@ -521,6 +522,7 @@ mod tests {
             mountpoint: "/nowhere".into(),
             ids: BTreeMap::from([("c".to_string(), 1)]),
             adopted: false,
+            held: false,
         };
         let mut records = Records {
             boot_id: Some(Uuid::new_v4()),
