@@ -188,10 +188,20 @@ impl FlockerDriver {
         self.inner.stop.cancel();
     }
 
+    /// A clean stop (SIGTERM, SIGINT): [`FlockerDriver::stop_tasks`], then every volume still in use
+    /// is marked *held* in the state file. The engine stops containers (sending their Unmounts) before
+    /// it stops plugins, so users left at a clean stop are containers that keep running, as through a
+    /// `docker plugin disable -f`: the next start keeps their leases until the engine's Unmounts drain
+    /// them, instead of dropping them after the restart grace (SPEC §9).
+    pub async fn shutdown(&self, within: Duration) {
+        self.stop_tasks(within).await;
+        self.hold_in_use(within).await;
+    }
+
     /// Stops background work and waits (at most `within`) for calls in flight: waiting Mounts give up
     /// and undo what they took, retries and polling end. What is left unfinished is settled by the
-    /// next start's recovery.
-    pub async fn shutdown(&self, within: Duration) {
+    /// next start's recovery. Marks nothing held: alone, it leaves the state as a crash would.
+    pub async fn stop_tasks(&self, within: Duration) {
         self.inner.stop.cancel();
         self.inner.tasks.close();
         if tokio::time::timeout(within, self.inner.tasks.wait())
@@ -202,6 +212,25 @@ impl FlockerDriver {
                 tasks = self.inner.tasks.len(),
                 "driver tasks still running at exit; the next start settles them"
             );
+        }
+    }
+
+    /// Marks every volume still in use as held through this stop, durably.
+    async fn hold_in_use(&self, within: Duration) {
+        let marked =
+            tokio::time::timeout(within, self.inner.store.update(|r| r.hold_in_use())).await;
+        match marked {
+            Ok((held, _)) if held.is_empty() => {}
+            Ok((held, Ok(()))) => {
+                warn!(volumes = ?held, "stopping while volumes are in use (their containers keep running, as after `docker plugin disable -f`): the next start keeps their leases until the engine's Unmounts drain them");
+            }
+            // The store logged why; the next start treats them as after a crash (restart grace).
+            Ok((held, Err(_))) => {
+                error!(volumes = ?held, "stopping while volumes are in use, and that could not be saved: the next start keeps their leases only for the restart grace");
+            }
+            Err(_) => {
+                error!("the state file could not be written in time at stop: volumes still in use keep their leases only for the restart grace after the next start");
+            }
         }
     }
 
@@ -804,6 +833,7 @@ impl FlockerDriver {
                 mountpoint: mountpoint.clone(),
                 ids: BTreeMap::from([(id.0.clone(), 1)]),
                 adopted: false,
+                held: false,
             },
         };
         let had_users = record.count() > 1 || record.adopted;

@@ -5,7 +5,9 @@
 //! - mounts recorded in an earlier boot are dropped: nothing survives a reboot;
 //! - in a managed plugin, a recorded mount whose bind is gone is dropped: the engine unmounts the
 //!   propagated mount only when it stops the plugin (daemon stop, after stopping the containers, or
-//!   `plugin disable`, refused while volumes are in use unless forced);
+//!   `plugin disable`, refused while volumes are in use unless forced). One still in use keeps its
+//!   lease for the restart grace (an engine crash), or, if it was still in use at the plugin's last
+//!   clean stop (*held*: `plugin disable -f` under running containers), until Unmounts drain it;
 //! - a bind under `PROPAGATED_MOUNT` that no record explains (state lost, corrupt or stale) is
 //!   *adopted*: a running container may use it, so it is kept, with unknown users.
 //!
@@ -75,6 +77,13 @@ pub fn settle_locally(
     };
     for (name, record) in &records.mounts {
         if !mounted.contains(&record.mountpoint) && record.in_use() {
+            if record.held {
+                // Its containers outlived a clean stop (`docker plugin disable -f`) and write through
+                // their own copies of the bind; only their Unmounts (sent when they stop) tell when
+                // they are gone, so there is no grace after which it is safe to let the volume move.
+                warn!(volume = %name, mountpoint = %record.mountpoint.display(), users = record.count(), "the engine removed this bind while containers still used the volume at the plugin's last clean stop (docker plugin disable -f); keeping it and its lease, with no restart grace, until their Unmounts drain it (sent when they stop) or the host reboots. If no container uses it any more, free it with `flocker-docker-plugin release-leases --node <this node's UUID> --volume {name} --force`");
+                continue;
+            }
             // After an engine crash the engine removes the propagated mounts *before* it stops the old
             // containers (reference/docker-plugin.md §2): their users may still be running.
             warn!(volume = %name, mountpoint = %record.mountpoint.display(), "the engine removed this bind (plugin stopped, disabled or restarted); keeping its lease for the restart grace");
@@ -239,6 +248,7 @@ impl FlockerDriver {
             mountpoint,
             ids: BTreeMap::new(),
             adopted: true,
+            held: false,
         };
         let _ = self
             .inner
@@ -522,6 +532,7 @@ mod tests {
             mountpoint: "/nowhere".into(),
             ids: BTreeMap::from([("c".to_string(), 1)]),
             adopted: false,
+            held: false,
         };
         let mut records = Records {
             boot_id: Some(Uuid::new_v4()),
@@ -537,6 +548,34 @@ mod tests {
         let same_boot = records.boot_id;
         let (settled, _) = settle_locally(Loaded::Read(records), &MountMode::Legacy, same_boot);
         assert_eq!(settled.mounts.len(), 1, "same boot: kept");
+    }
+
+    #[test]
+    fn vanished_binds_held_through_a_clean_stop_get_no_grace() {
+        let dir = std::env::temp_dir().join(format!("fdp-recovery-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = |held| MountRecord {
+            dataset_id: DatasetId(Uuid::new_v4()),
+            mountpoint: dir.join(Uuid::new_v4().to_string()),
+            ids: BTreeMap::from([("c".to_string(), 1)]),
+            adopted: false,
+            held,
+        };
+        let mut records = Records::default();
+        records.mounts.insert("crashed".into(), record(false));
+        records.mounts.insert("held".into(), record(true));
+        let (settled, pending) = settle_locally(
+            Loaded::Read(records),
+            &MountMode::Propagated(dir.clone()),
+            None,
+        );
+        assert_eq!(pending.detached, vec!["crashed".to_string()]);
+        assert!(
+            settled.mounts["held"].held,
+            "the mark stays until it drains"
+        );
+        assert_eq!(settled.mounts.len(), 2, "both kept with their leases");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

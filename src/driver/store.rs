@@ -34,6 +34,12 @@ pub struct MountRecord {
     /// it, but which is unknown, so no Unmount can prove it unused (SPEC §9.2).
     #[serde(default)]
     pub adopted: bool,
+    /// Still in use when the plugin last stopped cleanly (SIGTERM or SIGINT): containers kept running
+    /// through a `docker plugin disable -f` (the engine stops containers, with their Unmounts, before it
+    /// stops plugins). Its lease is kept until Unmounts drain it, never dropped after the restart
+    /// grace; kept until the record drains (SPEC §9).
+    #[serde(default)]
+    pub held: bool,
 }
 
 impl MountRecord {
@@ -107,6 +113,18 @@ pub enum Released {
 }
 
 impl Records {
+    /// Marks every record still in use as held through a stop; returns their names.
+    pub fn hold_in_use(&mut self) -> Vec<String> {
+        self.mounts
+            .iter_mut()
+            .filter(|(_, record)| record.in_use())
+            .map(|(name, record)| {
+                record.held = true;
+                name.clone()
+            })
+            .collect()
+    }
+
     /// Counts `id` once more if the volume is mounted; returns the mountpoint.
     pub fn add_if_mounted(&mut self, name: &str, id: &str) -> Option<PathBuf> {
         let record = self.mounts.get_mut(name)?;
@@ -314,6 +332,7 @@ mod tests {
             mountpoint: "/mnt/flocker/x".into(),
             ids: BTreeMap::new(),
             adopted: false,
+            held: false,
         }
     }
 
@@ -361,6 +380,19 @@ mod tests {
         let mut records = Records::default();
         records.mounts.insert("v".into(), record());
         assert!(matches!(records.release("v", "any"), Released::Last(_)));
+    }
+
+    #[test]
+    fn only_records_in_use_are_held_and_the_mark_goes_with_the_record() {
+        let mut records = Records::default();
+        records.mounts.insert("used".into(), record());
+        records.mounts.insert("idle".into(), record());
+        records.add_if_mounted("used", "a");
+        assert_eq!(records.hold_in_use(), vec!["used".to_string()]);
+        assert!(records.mounts["used"].held);
+        assert!(!records.mounts["idle"].held);
+        assert!(matches!(records.release("used", "a"), Released::Last(_)));
+        assert!(!records.mounts.contains_key("used"));
     }
 
     #[test]
@@ -432,6 +464,7 @@ mod format_tests {
         };
         assert!(records.leased.contains(&DatasetId(dataset)));
         assert!(!records.mounts["v"].adopted);
+        assert!(!records.mounts["v"].held, "older files held nothing");
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -819,7 +819,8 @@ async fn binds_the_engine_removed_keep_their_lease_for_the_restart_grace() {
         None::<&str>,
     )
     .unwrap();
-    a.stop().await;
+    // The plugin dies with the engine: no clean stop.
+    a.crash().await;
     flocker_docker_plugin::mount::unmount_all(&path).unwrap();
     let mut settings = cluster.settings(0);
     settings.restart_grace = Duration::from_secs(3);
@@ -905,6 +906,97 @@ async fn a_bind_docker_never_heard_of_is_removed_at_start() {
     .await;
     b.docker.mount("unanswered", "cb").await.unwrap();
     b.docker.unmount("unanswered", "cb").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+/// The daemon binary mounts a volume for a running container, then stops (`clean`: SIGTERM, as on
+/// `docker plugin disable -f`; else `kill -9`); the engine removes its propagated mount while the
+/// container keeps its own copy; the plugin starts again with a short restart grace. Returns the
+/// plugin, the volume's dataset, its mountpoint and the container's copy.
+async fn stopped_under_a_running_container(
+    cluster: &Cluster,
+    clean: bool,
+) -> (Plugin, String, std::path::PathBuf, std::path::PathBuf) {
+    let mut daemon = cluster.daemon(0, &[]).await;
+    daemon.docker.create("held", json!({})).await.unwrap();
+    let path = daemon.docker.mount("held", "container").await.unwrap();
+    let id = dataset_id(&cluster.emulator, "held");
+    let container = cluster.dir.path().join("held-container");
+    std::fs::create_dir_all(&container).unwrap();
+    nix::mount::mount(
+        Some(&path),
+        &container,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    if clean {
+        let (status, _) = daemon.terminate();
+        assert!(status.success(), "clean exit: {status}\n{}", daemon.log());
+    } else {
+        daemon.kill9();
+    }
+    drop(daemon);
+    flocker_docker_plugin::mount::unmount_all(&path).unwrap();
+    let mut settings = cluster.settings(0);
+    settings.restart_grace = Duration::from_millis(300);
+    let a = cluster.plugin_with(0, settings).await;
+    (a, id, path, container)
+}
+
+// `docker plugin disable -f flocker` under a running container: Docker SIGTERMs the plugin and removes
+// its propagated mount while the container keeps writing through its own copy. After `plugin enable`
+// the restart grace ran out and the lease was released under the running container (SPEC §9). A
+// volume in use at a clean stop is now held: its lease is kept until the container's Unmount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_in_use_at_a_clean_stop_keep_their_lease_past_the_restart_grace() {
+    if !require_root("volumes_in_use_at_a_clean_stop_keep_their_lease_past_the_restart_grace") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let b = cluster.plugin(1).await;
+    let (a, id, path, container) = stopped_under_a_running_container(&cluster, true).await;
+    let here = Some(cluster.nodes[0].uuid.to_string());
+    // Well past the grace: nothing is expected to happen, so there is no event to wait for.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lease_holder(&cluster, &id), here, "kept past the grace");
+    assert_eq!(a.docker.path("held").await.unwrap(), path, "record kept");
+    std::fs::write(container.join("journal"), "still writing\n").unwrap();
+    let err = b.docker.mount("held", "cb").await.unwrap_err();
+    assert!(err.contains("in use on node"), "{err}");
+    // The container stops: the engine sends its Unmount, with the ID it mounted with.
+    a.docker.unmount("held", "container").await.unwrap();
+    assert_eq!(lease_holder(&cluster, &id), None);
+    assert!(a.docker.path("held").await.is_err(), "record drained");
+    nix::mount::umount2(&container, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    b.docker.mount("held", "cb").await.unwrap();
+    b.docker.unmount("held", "cb").await.unwrap();
+    a.stop().await;
+    b.stop().await;
+    cluster.stop().await;
+}
+
+// The same after a crash (`kill -9`, no clean stop): as after an engine crash, the lease is kept only
+// for the restart grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_in_use_at_a_crash_keep_their_lease_only_for_the_restart_grace() {
+    if !require_root("volumes_in_use_at_a_crash_keep_their_lease_only_for_the_restart_grace") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let b = cluster.plugin(1).await;
+    let (a, id, _path, container) = stopped_under_a_running_container(&cluster, false).await;
+    eventually("the grace is over and the lease given back", || {
+        lease_holder(&cluster, &id).is_none()
+    })
+    .await;
+    assert!(a.docker.path("held").await.is_err(), "record dropped");
+    nix::mount::umount2(&container, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    b.docker.mount("held", "cb").await.unwrap();
+    b.docker.unmount("held", "cb").await.unwrap();
     a.stop().await;
     b.stop().await;
     cluster.stop().await;

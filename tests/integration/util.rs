@@ -248,6 +248,20 @@ impl Plugin {
         self.driver.shutdown(Duration::from_secs(5)).await;
         self.reconcile.take();
     }
+
+    /// Stops as a crash (SIGKILL) leaves it: serving and background work end, but nothing is marked
+    /// as a clean stop would (volumes in use are not held through it).
+    pub async fn crash(mut self) {
+        self.driver.stop_background();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+        self.driver.stop_tasks(Duration::from_secs(5)).await;
+        self.reconcile.take();
+    }
 }
 
 /// A Docker-engine-like client of the plugin protocol over the Unix socket.
