@@ -270,9 +270,17 @@ impl Leases {
             if !self.is_current(name.as_str(), generation) {
                 return; // A Mount cancelled it, or a newer release replaced it.
             }
-            if self.store.read().mounts.contains_key(name.as_str()) {
+            // Mounted here again *on this dataset*: the lease is wanted. A Mount that let go of a
+            // wrong first guess and bound another dataset under the same name does not want it.
+            let wanted = self
+                .store
+                .read()
+                .mounts
+                .get(name.as_str())
+                .is_some_and(|record| record.dataset_id == dataset);
+            if wanted {
                 self.cancel_retry(name.as_str());
-                return; // Mounted here again: the lease is wanted.
+                return;
             }
             if self.in_doubt(dataset) {
                 continue;

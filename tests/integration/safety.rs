@@ -1001,3 +1001,54 @@ async fn volumes_in_use_at_a_crash_keep_their_lease_only_for_the_restart_grace()
     b.stop().await;
     cluster.stop().await;
 }
+
+// Review of the known-volumes change: a Mount whose first guess was a stale dataset (the name had
+// since been given to another one elsewhere) let go of the guess's lease; when that release failed,
+// its retry saw the volume mounted (on the other dataset) and gave up, so the guess stayed leased by
+// this node for good. The retry now gives up only for a mount of the same dataset.
+#[tokio::test]
+async fn a_released_wrong_guess_is_not_left_leased() {
+    if !require_root("a_released_wrong_guess_is_not_left_leased") {
+        return;
+    }
+    let cluster = Cluster::start(2, LAG).await;
+    let a = cluster.plugin(0).await;
+    a.docker.create("renamed", json!({})).await.unwrap();
+    let guess = dataset_id(&cluster.emulator, "renamed");
+    // Elsewhere, the name moves to a new dataset; A's known volumes still say the old one.
+    let client = cluster.client();
+    let old = flocker_docker_plugin::flocker::DatasetId(guess.parse().unwrap());
+    client.delete_dataset(old, None).await.unwrap();
+    client
+        .create_dataset(
+            &flocker_docker_plugin::flocker::NewDataset {
+                primary: NodeId(cluster.nodes[0].uuid),
+                metadata: [("name".to_string(), "renamed".to_string())].into(),
+                maximum_size: 1 << 30,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let right = dataset_id(&cluster.emulator, "renamed");
+    assert_ne!(right, guess);
+    let release = format!("/v1/configuration/leases/{guess}");
+    cluster.emulator.fail_next("DELETE", &release, 500);
+    a.docker.mount("renamed", "c1").await.unwrap();
+    assert_eq!(
+        cluster
+            .emulator
+            .request_count("POST", "/v1/configuration/leases"),
+        2,
+        "the guess was leased first, then the right dataset"
+    );
+    let me = cluster.nodes[0].uuid.to_string();
+    assert_eq!(lease_holder(&cluster, &right), Some(me));
+    eventually("the guess's lease is given back", || {
+        lease_holder(&cluster, &guess).is_none()
+    })
+    .await;
+    a.docker.unmount("renamed", "c1").await.unwrap();
+    a.stop().await;
+    cluster.stop().await;
+}
