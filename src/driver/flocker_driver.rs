@@ -145,7 +145,16 @@ impl FlockerDriver {
         );
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
-        records.known.clear();
+        // The list moves to known.json; the state file's copy goes only once that is durable, or
+        // a start during an outage would be left knowing nothing.
+        if !records.known.is_empty() {
+            match known.save_durably() {
+                Ok(()) => records.known.clear(),
+                Err(e) => {
+                    error!(error = %e, "cannot write known.json; the known volumes stay in the state file for now")
+                }
+            }
+        }
         let store = Store::new(settings.state_file.clone(), records);
         store.save_now();
         let locks = Arc::new(VolumeLocks::default());
@@ -196,6 +205,10 @@ impl FlockerDriver {
     pub async fn shutdown(&self, within: Duration) {
         self.stop_tasks(within).await;
         self.hold_in_use(within).await;
+        // Creates and Removes that finished while the calls in flight drained came after the
+        // saver's last write.
+        let driver = self.clone();
+        blocking::run(move || driver.inner.known.save_if_changed()).await;
     }
 
     /// Stops background work and waits (at most `within`) for calls in flight: waiting Mounts give up

@@ -44,16 +44,26 @@ pub struct Known {
 }
 
 impl Known {
-    /// Starts from `dir/known.json`, or else from `fallback` (the state file's list, kept there by
-    /// earlier versions).
-    pub fn load(dir: &Path, fallback: BTreeMap<String, KnownVolume>) -> Known {
+    /// Starts from `from_state_file` (the state file's list) if it has any, else from
+    /// `dir/known.json`. Only earlier versions keep the list in the state file (this one clears it
+    /// there once it is in `known.json`), so a list there was written by an older version that ran
+    /// since, after an upgrade or between a downgrade and an upgrade: it is the newer one.
+    pub fn load(dir: &Path, from_state_file: BTreeMap<String, KnownVolume>) -> Known {
         let file = dir.join("known.json");
-        let loaded = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!(path = %file.display(), error = %e, "ignoring an unreadable known-volumes file");
-                fallback
-            }),
-            Err(_) => fallback,
+        let loaded = if !from_state_file.is_empty() {
+            from_state_file
+        } else {
+            match std::fs::read(&file) {
+                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    warn!(path = %file.display(), error = %e, "ignoring an unreadable known-volumes file");
+                    BTreeMap::new()
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => {
+                    warn!(path = %file.display(), error = %e, "cannot read the known-volumes file");
+                    BTreeMap::new()
+                }
+            }
         };
         Known {
             latest: Mutex::new(Latest {
@@ -62,6 +72,20 @@ impl Known {
             }),
             file,
         }
+    }
+
+    /// Writes `known.json` now and durably (fsync of the file and its directory), whatever changed:
+    /// before the state file's copy of the list is dropped (blocking; at start only).
+    pub fn save_durably(&self) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(&self.all()).map_err(std::io::Error::other)?;
+        let tmp = self.file.with_extension("json.tmp");
+        let dir = self.file.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir)?;
+        let mut out = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut out, &bytes)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, &self.file)?;
+        std::fs::File::open(dir)?.sync_all()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Latest> {
@@ -192,6 +216,30 @@ mod tests {
         known.save_if_changed();
         let again = Known::load(&dir, BTreeMap::new());
         assert_eq!(again.all().keys().collect::<Vec<_>>(), ["c"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn listed(names: &[&str]) -> BTreeMap<String, KnownVolume> {
+        let config = config(names);
+        names
+            .iter()
+            .zip(&config.datasets)
+            .map(|(name, dataset)| (name.to_string(), known_volume(dataset)))
+            .collect()
+    }
+
+    #[test]
+    fn an_older_versions_list_in_the_state_file_wins_and_is_kept_once_moved() {
+        let dir = std::env::temp_dir().join(format!("fdp-known-{}", Uuid::new_v4()));
+        // known.json from before a downgrade; the older version then wrote its own, newer list.
+        let before = Known::load(&dir, listed(&["removed-since"]));
+        before.save_durably().unwrap();
+        let upgraded = Known::load(&dir, listed(&["created-since"]));
+        assert_eq!(upgraded.all().keys().collect::<Vec<_>>(), ["created-since"]);
+        // Moved to known.json at start: a second start (the state file's copy gone) still knows it.
+        upgraded.save_durably().unwrap();
+        let again = Known::load(&dir, BTreeMap::new());
+        assert_eq!(again.all().keys().collect::<Vec<_>>(), ["created-since"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Per volume: a multiset of engine mount IDs (the engine may mount one ID twice: `docker cp` on a
 //! running container, reference/docker-plugin.md §1.7), or "users unknown" for a bind adopted at start
-//! without a record. Also the last known dataset per name, so Get and List can answer while the control
-//! service is down (SPEC §3), and the boot the mounts were made in.
+//! without a record, and the boot the mounts were made in. (The last known volumes, for answers while
+//! the control service is down, live in `known.json`: see `known`. Older versions kept them here, and
+//! the field is still read once to carry them over.)
 //!
 //! Every change goes through [`Store::update`], which writes the file before returning: a Mount is
 //! answered only once its record is durable, so after a crash the file never knows *fewer* users
