@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use flocker_docker_plugin::flocker::{DatasetId, NodeId};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use uuid::Uuid;
@@ -624,6 +624,25 @@ fn install_upgrade_and_downgrade_keep_everything(it: &Install) {
     ]);
 }
 
+/// A terminal delivers Ctrl-C to a shell whose SIGINT is handled; a runner started in the background
+/// by a non-interactive shell has it ignored, and a shell cannot trap a signal ignored at its start.
+trait ResetSigint {
+    fn reset_sigint(&mut self) -> &mut Self;
+}
+
+impl ResetSigint for Command {
+    fn reset_sigint(&mut self) -> &mut Self {
+        // SAFETY: between fork and exec only signal(2), which is async-signal-safe, is called.
+        unsafe {
+            self.pre_exec(|| {
+                signal(Signal::SIGINT, SigHandler::SigDfl)
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            })
+        }
+    }
+}
+
 /// `make run`'s script with the engine: waits for `quickstart ready`, runs the `docker` commands
 /// it printed (with the test image for `busybox`), sends SIGINT to its process group as Ctrl-C
 /// does, and checks the engine is left as it was.
@@ -686,6 +705,7 @@ fn quickstart_make_run(_: &()) {
         .stderr(log)
         .stdin(Stdio::null())
         .process_group(0)
+        .reset_sigint()
         .spawn()
         .expect("start scripts/run-local.sh");
     let group = Pid::from_raw(-(child.id() as i32));
@@ -754,9 +774,18 @@ fn quickstart_make_run(_: &()) {
     }
     if !in_time {
         let _ = kill(group, Signal::SIGKILL);
+        // The emulator runs in its own session: stop it too (it unmounts what it mounted).
+        if let Some(pid) = std::fs::read_to_string(run_dir.join("emulator.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
     }
     let status = child.wait().unwrap();
     if let Err(panic) = outcome {
+        let _ = docker(&["rm", "-f", "e2e-qs-sentinel"]);
+        let _ = docker(&["volume", "rm", "e2e-qs-keep"]);
         std::panic::resume_unwind(panic);
     }
     assert!(in_time, "the script stops within 120 s of SIGINT");
