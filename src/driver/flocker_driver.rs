@@ -310,10 +310,8 @@ impl FlockerDriver {
     }
 
     /// Remembers a configuration read outside the shared reads (start-up recovery).
-    pub(super) async fn remember(&self, config: &Configuration, sent: Instant) {
-        self.inner
-            .known
-            .remember(&Arc::new(config.clone()), self.current_node(), sent);
+    pub(super) fn remember(&self, config: &Arc<Configuration>, sent: Instant) {
+        self.inner.known.remember(config, self.current_node(), sent);
         self.start_saving_known();
     }
 
@@ -332,11 +330,7 @@ impl FlockerDriver {
                     _ = tokio::time::sleep(known::SAVE_INTERVAL) => false,
                 };
                 let saver = driver.clone();
-                let _ = blocking::run(move || {
-                    saver.inner.known.save_if_changed();
-                    Ok::<(), std::convert::Infallible>(())
-                })
-                .await;
+                blocking::run(move || saver.inner.known.save_if_changed()).await;
                 if stopped {
                     return;
                 }

@@ -77,15 +77,26 @@ impl Known {
     /// Writes `known.json` now and durably (fsync of the file and its directory), whatever changed:
     /// before the state file's copy of the list is dropped (blocking; at start only).
     pub fn save_durably(&self) -> std::io::Result<()> {
+        self.write(true)
+    }
+
+    /// Writes the list through a temporary file and a rename, so a reader never sees half of it;
+    /// `durable` adds the fsyncs.
+    fn write(&self, durable: bool) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(&self.all()).map_err(std::io::Error::other)?;
         let tmp = self.file.with_extension("json.tmp");
         let dir = self.file.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir)?;
         let mut out = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut out, &bytes)?;
-        out.sync_all()?;
+        if durable {
+            out.sync_all()?;
+        }
         std::fs::rename(&tmp, &self.file)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Latest> {
@@ -151,17 +162,7 @@ impl Known {
         if !std::mem::take(&mut self.lock().dirty) {
             return;
         }
-        let all = self.all();
-        let tmp = self.file.with_extension("json.tmp");
-        let written = serde_json::to_vec(&all)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| {
-                if let Some(dir) = self.file.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(&tmp, bytes)
-            })
-            .and_then(|()| std::fs::rename(&tmp, &self.file));
+        let written = self.write(false);
         if let Err(e) = written {
             self.lock().dirty = true;
             error!(path = %self.file.display(), error = %e, "cannot save the known volumes (only answers while the control service is away use them)");

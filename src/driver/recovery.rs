@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -148,11 +149,11 @@ impl FlockerDriver {
         let Some(node) = self.known_node().await else {
             return;
         };
-        let sent = tokio::time::Instant::now();
-        let Some((config, leases)) = self.read_cluster().await else {
+        let Some((config, leases, sent)) = self.read_cluster().await else {
             return;
         };
-        self.remember(&config, sent).await;
+        let config = Arc::new(config);
+        self.remember(&config, sent);
         let pending = self
             .inner
             .pending
@@ -201,15 +202,17 @@ impl FlockerDriver {
         }
     }
 
-    async fn read_cluster(&self) -> Option<(Configuration, Vec<Lease>)> {
+    /// The configuration and the leases, and when the requests that answered were sent.
+    async fn read_cluster(&self) -> Option<(Configuration, Vec<Lease>, tokio::time::Instant)> {
         let mut backoff = Backoff::new(
             std::time::Duration::from_millis(200),
             std::time::Duration::from_secs(10),
         );
         let client = &self.inner.client;
         loop {
+            let sent = tokio::time::Instant::now();
             match tokio::try_join!(client.configuration(), client.leases()) {
-                Ok(answer) => return Some(answer),
+                Ok((config, leases)) => return Some((config, leases, sent)),
                 Err(e) => warn!(error = %e, "recovery: control service not answering; retrying"),
             }
             tokio::select! {
