@@ -10,6 +10,10 @@
 //!
 //! `FLEET_NODES` (default 100) and `FLEET_SECONDS` (steady window, default 60) change the size.
 
+#[path = "common/engine.rs"]
+#[allow(dead_code)] // Engine::new: every node here shares one pool.
+mod engine;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,14 +21,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use flocker_docker_plugin::certs;
-use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
-use hyperlocal::{UnixClientExt, UnixConnector, Uri};
+use hyperlocal::UnixClientExt;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use engine::Engine;
 
 /// Datasets in the cluster, in use or not.
 const DATASETS: usize = 10_000;
@@ -70,40 +74,6 @@ fn cpu_seconds(pid: u32) -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// A Docker-engine-like client of one plugin socket (keep-alive, like the engine's).
-#[derive(Clone)]
-struct Engine {
-    socket: PathBuf,
-    http: HyperClient<UnixConnector, Full<Bytes>>,
-}
-
-impl Engine {
-    async fn call(&self, call: &str, body: Value) -> Result<Value, String> {
-        let request = hyper::Request::builder()
-            .method("POST")
-            .uri(Uri::new(&self.socket, &format!("/VolumeDriver.{call}")))
-            .header("Accept", "application/vnd.docker.plugins.v1.2+json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        match value["Err"].as_str() {
-            Some("") | None => Ok(value),
-            Some(e) => Err(format!("{call}: {e}")),
-        }
-    }
 }
 
 /// One Docker call as the engine saw it.
@@ -438,10 +408,7 @@ fn main() {
     runtime.block_on(async {
         let http = HyperClient::unix();
         for i in 0..nodes {
-            let engine = Engine {
-                socket: node_dir(i).join("plugin.sock"),
-                http: http.clone(),
-            };
+            let engine = Engine::with_client(&node_dir(i).join("plugin.sock"), http.clone());
             tokio::spawn(containers(
                 i,
                 engine.clone(),

@@ -21,6 +21,9 @@
 //! Prints a Markdown report (kept in docs/benchmarks.md). Asserts no timing inside tests: when a p99
 //! reaches the 10 ms target it prints `TARGET MISSED` and exits 1, so a regression is visible.
 
+#[path = "common/engine.rs"]
+mod engine;
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -28,7 +31,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use flocker_docker_plugin::config::MountMode;
 use flocker_docker_plugin::driver::{
     CreateOptions, DriverSettings, FlockerDriver, StateFile, VolumeDriver, VolumeName,
@@ -38,13 +40,12 @@ use flocker_docker_plugin::flocker::{DatasetId, NodeId};
 use flocker_docker_plugin::identity::Identity;
 use flocker_docker_plugin::size::Size;
 use flocker_docker_plugin::{certs, flocker, protocol, server};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyperlocal::{UnixClientExt, UnixConnector, Uri};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
+
+use engine::Engine;
 
 /// Mounts in flight at once (SPEC §9.5).
 const VOLUMES: usize = 50;
@@ -99,48 +100,7 @@ struct Window {
     in_flight_end: usize,
 }
 
-/// A Docker-engine-like client of the plugin socket (keep-alive connections, like the engine's).
-#[derive(Clone)]
-struct Engine {
-    socket: PathBuf,
-    http: HyperClient<UnixConnector, Full<Bytes>>,
-}
-
 impl Engine {
-    fn new(socket: &Path) -> Engine {
-        Engine {
-            socket: socket.to_path_buf(),
-            http: HyperClient::unix(),
-        }
-    }
-
-    /// POSTs `body` to `/VolumeDriver.<call>`; the decoded answer, or what went wrong.
-    async fn call(&self, call: &str, body: Value) -> Result<Value, String> {
-        let request = hyper::Request::builder()
-            .method("POST")
-            .uri(Uri::new(&self.socket, &format!("/VolumeDriver.{call}")))
-            .header("Accept", "application/vnd.docker.plugins.v1.2+json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        match value["Err"].as_str() {
-            Some("") | None if status.is_success() => Ok(value),
-            _ => Err(format!("{call}: {status} {value}")),
-        }
-    }
-
     async fn mount(&self, name: &str, id: &str) -> Result<String, String> {
         let value = self
             .call("Mount", json!({ "Name": name, "ID": id }))
