@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use fixture::{docker, must, Fixture, IMAGE};
 use flocker_docker_plugin::driver::REPORT_AGE;
-use flocker_docker_plugin::flocker::{NewDataset, NodeId};
 
 const PLUGIN: &str = "flocker-bench";
 const ROUNDS: usize = 15;
@@ -210,23 +209,17 @@ fn requests(s: &Samples) -> String {
     format!("{seen} (last: {})", s.detail)
 }
 
-/// Configured datasets on a node that is not this one, as the rest of a big cluster.
+/// Datasets on a node that is not this one, as the rest of a big cluster (inert: the agent reports
+/// them mounted there but mounts nothing).
 fn add_other_datasets(fx: &Fixture) -> Duration {
-    let elsewhere = NodeId(uuid::Uuid::new_v4());
+    let elsewhere = uuid::Uuid::new_v4();
+    let others: Vec<(String, uuid::Uuid)> = (0..OTHERS)
+        .map(|i| (format!("other-{i:05}"), elsewhere))
+        .collect();
     let started = Instant::now();
-    fx.rt.block_on(async {
-        for i in 0..OTHERS {
-            let dataset = NewDataset {
-                primary: elsewhere,
-                metadata: [("name".to_string(), format!("other-{i:05}"))].into(),
-                maximum_size: 1 << 30,
-            };
-            fx.client
-                .create_dataset(&dataset, None)
-                .await
-                .expect("create another dataset");
-        }
-    });
+    fx.emulator
+        .seed(&others, true)
+        .expect("seed the other datasets");
     started.elapsed()
 }
 
