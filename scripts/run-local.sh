@@ -30,7 +30,8 @@ marker=$run/created-plugin
 
 # The Docker side of the quickstart: containers using the plugin's volumes, the volumes, the plugin.
 # Only ever for a plugin this quickstart created (checked before it is called).
-undo_docker() {
+# A subshell, so its `set +e` (carry on past a failed step) ends with it.
+undo_docker() (
   set +e
   docker volume ls --format '{{.Driver}} {{.Name}}' | awk -v d="$1:latest" '$1 == d {print $2}' |
     while read -r volume; do
@@ -44,8 +45,7 @@ undo_docker() {
   docker plugin disable -f "$1" >/dev/null 2>&1
   docker plugin rm -f "$1" >/dev/null
   rm -f "$marker"
-  set -e
-}
+)
 
 stop_emulator() {
   # The emulator unmounts its datasets and its shared mount root when it stops.
